@@ -1,0 +1,105 @@
+"""Benchmark machinery shared by every bench/ops_<family>.py module.
+
+A family module defines ``cases(quick: bool) -> list[Case]``. Each Case names its op and
+shape, its work (flops and/or bytes moved), and callables for fastlayers, the NumPy reference
+and (optionally) PyTorch. run.py checks each implementation's result against fastlayers'
+before timing ("check before timing"), then times all of them side by side in one process,
+interleaved, keeping the best of the repeats (BLIS's habit: the minimum is the least-disturbed
+run)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Case:
+    family: str
+    op: str
+    shape: str
+    fastlayers: Callable[[], object]
+    numpy: Optional[Callable[[], object]] = None
+    torch: Optional[Callable[[], object]] = None
+    flops: float = 0.0          # floating-point operations of one call (0: memory-bound op)
+    bytes: float = 0.0          # bytes read + written by one call (for GB/s)
+    check: bool = True          # compare numpy/torch results with fastlayers' before timing
+    rtol: float = 1e-3          # float32 vs float32: different summation orders
+    note: str = ""
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def time_best(fn, min_time=0.2, repeat=5, max_calls=200) -> float:
+    """Best seconds per call: `repeat` rounds, each long enough to be measurable."""
+    fn()  # warm-up (page faults, thread pools, caches)
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner = int(min(max_calls, max(1, (min_time / repeat) / one)))
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return best
+
+
+def to_numpy(x):
+    if isinstance(x, (tuple, list)):
+        return [to_numpy(v) for v in x]
+    if hasattr(x, "detach"):
+        return x.detach().numpy()
+    return np.asarray(x)
+
+
+def results_match(ref, got, rtol) -> bool:
+    ref, got = to_numpy(ref), to_numpy(got)
+    if isinstance(ref, list):
+        return len(ref) == len(got) and all(results_match(a, b, rtol) for a, b in zip(ref, got))
+    if ref.shape != got.shape:
+        return False
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    return bool(np.allclose(got, ref, rtol=rtol, atol=rtol * max(scale, 1e-6)))
+
+
+def machine_info() -> dict:
+    import fastlayers
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "fastlayers": fastlayers.info(),
+    }
+    try:
+        cfg = np.show_config(mode="dicts")
+        info["numpy_blas"] = cfg.get("Build Dependencies", {}).get("blas", {}).get("name", "?") + " " + str(
+            cfg.get("Build Dependencies", {}).get("blas", {}).get("version", "")
+        )
+    except Exception:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except Exception:
+        info["torch"] = None
+    return info

@@ -1,0 +1,10 @@
+// Bindings of the loss family (filled in by its kernels' issue).
+#include "bindings/bind_common.h"
+
+namespace fl {
+namespace bind {
+
+void bind_loss(py::module_& m) {}
+
+}  // namespace bind
+}  // namespace fl

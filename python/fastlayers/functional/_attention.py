@@ -1,0 +1,3 @@
+"""attention kernels (see API.md)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""conv kernels (see API.md)."""
+
+__all__: list[str] = []

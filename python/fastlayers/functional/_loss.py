@@ -1,0 +1,3 @@
+"""loss kernels (see API.md)."""
+
+__all__: list[str] = []

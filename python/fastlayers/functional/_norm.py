@@ -1,0 +1,3 @@
+"""norm kernels (see API.md)."""
+
+__all__: list[str] = []

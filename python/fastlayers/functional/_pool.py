@@ -1,0 +1,3 @@
+"""pool kernels (see API.md)."""
+
+__all__: list[str] = []

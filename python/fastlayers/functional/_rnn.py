@@ -1,0 +1,3 @@
+"""rnn kernels (see API.md)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""NumPy reference for the attention kernels."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""NumPy reference for the conv kernels."""
+
+__all__: list[str] = []

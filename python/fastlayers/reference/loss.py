@@ -1,0 +1,3 @@
+"""NumPy reference for the loss kernels."""
+
+__all__: list[str] = []

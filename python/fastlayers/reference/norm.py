@@ -1,0 +1,3 @@
+"""NumPy reference for the norm kernels."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""NumPy reference for the pool kernels."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""NumPy reference for the rnn kernels."""
+
+__all__: list[str] = []

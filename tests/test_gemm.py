@@ -1,0 +1,208 @@
+"""gemm, matmul, linear vs the float64 NumPy reference; gradients vs reference and FD."""
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import assert_close, check_directional, f64, numeric_grad, randn
+
+import fastlayers as fl
+from fastlayers import reference as R
+
+SHAPES = [  # (m, n, k): 1x1, skinny, tall, odd, across block edges (kc=256, mc=144, nc=3072)
+    (1, 1, 1), (1, 17, 3), (17, 1, 3), (3, 5, 1), (7, 13, 5), (6, 16, 256), (97, 33, 257),
+    (145, 17, 600), (1, 1000, 64), (1000, 1, 64), (64, 3100, 20), (300, 200, 129),
+]
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_gemm_matches_reference(rng, m, n, k, trans_a, trans_b):
+    a = randn(rng, *((k, m) if trans_a else (m, k)))
+    b = randn(rng, *((n, k) if trans_b else (k, n)))
+    out = fl.gemm(a, b, trans_a=trans_a, trans_b=trans_b)
+    assert out.flags.c_contiguous
+    assert_close(out, R.gemm(*f64(a, b), trans_a=trans_a, trans_b=trans_b))
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25), (0.0, 3.0)])
+def test_gemm_alpha_beta_and_broadcast_c(rng, alpha, beta):
+    a, b = randn(rng, 37, 19), randn(rng, 19, 23)
+    for c in (randn(rng, 37, 23), randn(rng, 23), randn(rng, 37, 1)):
+        out = fl.gemm(a, b, c, alpha=alpha, beta=beta)
+        assert_close(out, R.gemm(*f64(a, b, c), alpha=alpha, beta=beta))
+        assert c.shape != out.shape or not np.shares_memory(c, out)
+
+
+def test_gemm_beta_zero_ignores_nan_in_c(rng):
+    a, b = randn(rng, 8, 9), randn(rng, 9, 10)
+    c = np.full((8, 10), np.nan, np.float32)
+    assert np.isfinite(fl.gemm(a, b, c, beta=0.0)).all()
+
+
+def test_gemm_non_contiguous_and_negative_strides(rng):
+    big_a, big_b = randn(rng, 80, 90), randn(rng, 70, 60)
+    a = big_a[::2, 5:75:3]      # (40, 24), strided rows and columns
+    b = big_b[::-3, ::2][:24]   # negative row stride
+    assert_close(fl.gemm(a, b), R.gemm(*f64(a, b)))
+    a_bc = np.broadcast_to(randn(rng, 1, 24), (40, 24))  # zero stride
+    assert_close(fl.gemm(a_bc, b), R.gemm(*f64(a_bc, b)))
+
+
+@pytest.mark.parametrize("m,n,k", [(0, 5, 3), (5, 0, 3), (5, 3, 0), (0, 0, 0)])
+def test_gemm_zero_size(rng, m, n, k):
+    a, b = randn(rng, m, k), randn(rng, k, n)
+    out = fl.gemm(a, b)
+    assert out.shape == (m, n)
+    assert_close(out, R.gemm(*f64(a, b)))
+
+
+def test_gemm_large_square(rng):
+    a, b = randn(rng, 1031, 1029), randn(rng, 1029, 1033)
+    assert_close(fl.gemm(a, b), R.gemm(*f64(a, b)))
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_available_micro_kernel(rng, isa):
+    """Each ISA's micro-kernel in turn (set_isa clamps to what the CPU has)."""
+    from fastlayers import _core
+
+    before = _core.cpu_isa()
+    try:
+        used = _core.set_isa(isa)
+        for m, n, k in [(1, 1, 1), (13, 35, 7), (150, 70, 300)]:
+            a, b = randn(rng, m, k), randn(rng, k, n)
+            assert_close(fl.gemm(a, b), R.gemm(*f64(a, b)), name=f"isa {used}")
+            x, w, bias = randn(rng, m, k), randn(rng, n, k), randn(rng, n)
+            assert_close(fl.linear(x, w, bias, "gelu"), R.linear(*f64(x, w, bias), "gelu"), name=f"isa {used}")
+    finally:
+        _core.set_isa(before)
+
+
+def test_gemm_backward(rng):
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            a = randn(rng, *((6, 5) if trans_a else (5, 6)))
+            b = randn(rng, *((4, 6) if trans_b else (6, 4)))
+            c = randn(rng, 4)
+            g = randn(rng, 5, 4)
+            kw = dict(alpha=0.7, beta=1.3, trans_a=trans_a, trans_b=trans_b)
+            got = fl.gemm_backward(g, a, b, c, **kw)
+            want = R.gemm_backward(*f64(g, a, b, c), **kw)
+            for x, y in zip(got, want):
+                assert_close(x, y)
+            check_directional(lambda a_, b_, c_: fl.gemm(a_, b_, c_, **kw), [a, b, c],
+                              lambda go, a_, b_, c_: fl.gemm_backward(go, a_, b_, c_, **kw), rng)
+
+
+MATMUL_SHAPES = [
+    ((5,), (5,)), ((3, 5), (5,)), ((5,), (5, 4)), ((2, 3, 5), (5, 4)), ((2, 3, 5), (2, 5, 4)),
+    ((1, 3, 5), (4, 5, 2)), ((2, 1, 3, 5), (1, 4, 5, 6)), ((7, 5), (3, 5, 2)), ((0, 3, 5), (5, 2)),
+]
+
+
+@pytest.mark.parametrize("sa,sb", MATMUL_SHAPES)
+def test_matmul_matches_numpy_semantics(rng, sa, sb):
+    a, b = randn(rng, *sa), randn(rng, *sb)
+    out = fl.matmul(a, b)
+    want = R.matmul(*f64(a, b))
+    assert out.shape == want.shape
+    assert_close(out, want)
+    g = randn(rng, *want.shape)
+    ga, gb = fl.matmul_backward(g, a, b)
+    wa, wb = R.matmul_backward(*f64(g, a, b))
+    assert_close(ga, wa)
+    assert_close(gb, wb)
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "gelu", "gelu_tanh", "tanh", "sigmoid"])
+@pytest.mark.parametrize("xshape", [(1, 7), (33, 50), (2, 3, 19), (19,), (0, 7)])
+def test_linear_forward_backward(rng, activation, xshape):
+    n_in = xshape[-1]
+    x, w, b = randn(rng, *xshape), randn(rng, 11, n_in, scale=0.3), randn(rng, 11)
+    for bias in (b, None):
+        y = fl.linear(x, w, bias, activation)
+        assert_close(y, R.linear(*f64(x, w, bias), activation))
+        g = randn(rng, *y.shape)
+        got = fl.linear_backward(g, x, w, bias, activation)
+        want = R.linear_backward(*f64(g, x, w, bias), activation)
+        for name, p, q in zip(("grad_x", "grad_w", "grad_b"), got, want):
+            assert (p is None) == (q is None)
+            if p is not None:
+                assert_close(p, q, name=name)
+        if activation in ("relu", "tanh", "sigmoid"):  # the y= shortcut gives the same result
+            got_y = fl.linear_backward(g, x, w, bias, activation, y=y)
+            for p, q in zip(got_y, got):
+                if p is not None:
+                    np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_linear_reference_backward_vs_finite_differences(rng):
+    x, w, b = f64(randn(rng, 3, 4), randn(rng, 5, 4), randn(rng, 5))
+    g = f64(randn(rng, 3, 5))
+    gx, gw, gb = R.linear_backward(g, x, w, b, "gelu")
+    assert np.allclose(gx, numeric_grad(lambda x_: np.sum(R.linear(x_, w, b, "gelu") * g), x), atol=1e-7)
+    assert np.allclose(gw, numeric_grad(lambda w_: np.sum(R.linear(x, w_, b, "gelu") * g), w), atol=1e-7)
+    assert np.allclose(gb, numeric_grad(lambda b_: np.sum(R.linear(x, w, b_, "gelu") * g), b), atol=1e-7)
+    check_directional(lambda x_, w_, b_: fl.linear(x_, w_, b_, "tanh"), [randn(rng, 6, 4), randn(rng, 3, 4), randn(rng, 3)],
+                      lambda go, x_, w_, b_: fl.linear_backward(go, x_, w_, b_, "tanh"), rng)
+
+
+def test_errors_name_the_argument(rng):
+    a = randn(rng, 3, 4)
+    with pytest.raises(ValueError, match=r"inner dimensions.*\(3, 4\).*\(5, 2\)"):
+        fl.gemm(a, randn(rng, 5, 2))
+    with pytest.raises(TypeError, match=r"a: dtype float64 .*astype\(numpy.float32\)"):
+        fl.gemm(a.astype(np.float64), randn(rng, 4, 2))
+    with pytest.raises(TypeError, match="b: dtype int32"):
+        fl.gemm(a, np.ones((4, 2), np.int32))
+    with pytest.raises(TypeError, match="a: expected a numpy.ndarray"):
+        fl.gemm([[1.0]], randn(rng, 1, 1))
+    with pytest.raises(ValueError, match="a: expected a 2-D array"):
+        fl.gemm(randn(rng, 2, 3, 4), randn(rng, 4, 2))
+    with pytest.raises(ValueError, match="c: shape"):
+        fl.gemm(a, randn(rng, 4, 2), randn(rng, 5), beta=1.0)
+    with pytest.raises(ValueError, match="x has 4 input features"):
+        fl.linear(a, randn(rng, 6, 5))
+    with pytest.raises(ValueError, match="bias: shape"):
+        fl.linear(a, randn(rng, 6, 4), randn(rng, 5))
+    with pytest.raises(ValueError, match="activation"):
+        fl.linear(a, randn(rng, 6, 4), None, "swish")
+    with pytest.raises(ValueError, match="do not align"):
+        fl.matmul(randn(rng, 2, 3), randn(rng, 4, 2))
+    with pytest.raises(ValueError, match="batch dimensions"):
+        fl.matmul(randn(rng, 2, 2, 3), randn(rng, 3, 3, 2))
+    with pytest.raises(ValueError, match="grad_out"):
+        fl.linear_backward(randn(rng, 3, 5), a, randn(rng, 6, 4))
+
+
+def test_threads_setting_and_concurrent_calls(rng):
+    a, b = randn(rng, 300, 200), randn(rng, 200, 250)
+    want = fl.gemm(a, b)
+    before = fl.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            fl.set_num_threads(n)
+            assert fl.get_num_threads() == n
+            np.testing.assert_array_equal(fl.gemm(a, b), want) if n == before else assert_close(fl.gemm(a, b), R.gemm(*f64(a, b)))
+        with pytest.raises(ValueError):
+            fl.set_num_threads(0)
+    finally:
+        fl.set_num_threads(before)
+    results, errors = [None] * 8, []
+
+    def work(i):
+        try:
+            results[i] = fl.gemm(a, b)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for r in results:
+        np.testing.assert_array_equal(r, want)
