@@ -30,6 +30,7 @@
 
 #include "conv/conv.h"
 #include "conv/conv_pack.h"
+#include "conv/direct.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "gemm/gemm.h"
@@ -220,6 +221,164 @@ void scatter_stage(const Plan& pl, const float* stage, index_t g, const TileSpec
                   sizeof(float) * pl.ohw);
 }
 
+// ---- the direct path (stride 1, see direct.h) --------------------------------------------
+
+DirectKernel direct_for(Isa isa) {
+#if defined(FASTLAYERS_X86)
+  if (isa == Isa::avx512) return direct_kernel_avx512();
+  if (isa == Isa::avx2) return direct_kernel_avx2();
+#endif
+  return direct_kernel_generic();
+}
+
+struct DirectPlan {
+  DirectKernel dk;
+  index_t hp, wp, plane, xp_size, flat;  // padded sizes, floats per padded channel, per image, outputs
+  std::vector<index_t> off;              // tap r -> offset in xp
+};
+
+DirectPlan direct_plan(const Plan& pl) {
+  const ConvParams& p = pl.p;
+  DirectPlan d;
+  d.dk = direct_for(active_isa());
+  d.hp = std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
+  d.wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  d.plane = d.hp * d.wp;
+  d.flat = p.oh * d.wp;
+  // Slack past the last channel: the discarded columns and the last partial panel read up to
+  // one padded row plus one panel beyond it.
+  d.xp_size = pl.cg * d.plane + d.wp + 2 * d.dk.nr + (p.kw - 1) * p.dw;
+  d.off.resize(static_cast<size_t>(pl.kc));
+  for (index_t c = 0, r = 0; c < pl.cg; ++c)
+    for (index_t i = 0; i < p.kh; ++i)
+      for (index_t j = 0; j < p.kw; ++j) d.off[static_cast<size_t>(r++)] = c * d.plane + i * p.dh * d.wp + j * p.dw;
+  return d;
+}
+
+// Worth it when the kernel is wider than 1x1 (a 1x1 packs as a plain copy already) and the
+// discarded columns stay under 1/8 of the computed ones (56x56: 2 of 58; 14x14: 2 of 16, no).
+bool direct_eligible(const Plan& pl) {
+  const ConvParams& p = pl.p;
+  if (p.sh != 1 || p.sw != 1 || p.kh * p.kw == 1) return false;
+  const DirectKernel dk = direct_for(active_isa());
+  if (dk.mr != pl.uk.mr || dk.nr != pl.uk.nr) return false;
+  const index_t wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  return (wp - p.ow) * 8 < wp;
+}
+
+// xp (channels [0, cg) of group g, image n) = the zero-padded input; channels [c0, c1).
+void pad_image(const Plan& pl, const DirectPlan& d, const float* x, index_t n, index_t g, index_t c0, index_t c1,
+               float* xp) {
+  const ConvParams& p = pl.p;
+  for (index_t c = c0; c < c1; ++c) {
+    float* dst = xp + c * d.plane;
+    const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
+    std::fill(dst, dst + p.ph * d.wp, 0.0f);
+    for (index_t ih = 0; ih < p.h; ++ih) {
+      float* row = dst + (ih + p.ph) * d.wp;
+      std::fill(row, row + p.pw, 0.0f);
+      std::memcpy(row + p.pw, src + ih * p.w, sizeof(float) * p.w);
+      std::fill(row + p.pw + p.w, row + d.wp, 0.0f);
+    }
+    std::fill(dst + (p.h + p.ph) * d.wp, dst + d.plane, 0.0f);
+  }
+  if (c1 == pl.cg) std::fill(xp + pl.cg * d.plane, xp + d.xp_size, 0.0f);
+}
+
+// Outputs [f0, f0 + cols) of the padded-width numbering for all Kg channels of group g,
+// computed into stage (Kg x cols) and copied to y without the discarded columns.
+void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const float* a_pack, const float* bias,
+                 float* y, index_t n, index_t g, index_t f0, index_t cols, float* stage) {
+  const ConvParams& p = pl.p;
+  const int mr = d.dk.mr, nr = d.dk.nr;
+  const index_t npanels_m = pl.mpad / mr, npanels_n = ceil_div(cols, nr);
+  const index_t mc_panels = std::max<index_t>(1, pl.uk.mc / mr);
+  const float* gb = bias ? bias + g * pl.kg : nullptr;
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    const float beta = pc == 0 ? 0.0f : 1.0f;
+    const bool last = pc + kcb == pl.kc;
+    for (index_t ic = 0; ic < npanels_m; ic += mc_panels) {
+      const index_t ic_end = std::min(npanels_m, ic + mc_panels);
+      for (index_t jp = 0; jp < npanels_n; ++jp) {
+        const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
+        const float* xb = xp + f0 + jp * nr;
+        for (index_t ip = ic; ip < ic_end; ++ip) {
+          const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
+          float* ct = stage + ip * mr * cols + jp * nr;
+          d.dk.fn(kcb, a_pack + pl.a_offset(g, pc, ip), xb, d.off.data() + pc, ct, cols, beta, m_valid, n_valid);
+          if (last && gb) apply_epilogue(ct, cols, m_valid, n_valid, gb + ip * mr, nullptr, Activation::none);
+        }
+      }
+    }
+  }
+  // Scatter: output row oh covers f in [oh*Wp, oh*Wp + OW).
+  float* yg = y + (n * p.k + g * pl.kg) * pl.ohw;
+  const index_t oh0 = f0 / d.wp, oh1 = (f0 + cols - 1) / d.wp;
+  for (index_t oh = oh0; oh <= oh1; ++oh) {
+    const index_t lo = std::max(f0, oh * d.wp), hi = std::min(f0 + cols, oh * d.wp + p.ow);
+    if (hi <= lo) continue;
+    for (index_t k = 0; k < pl.kg; ++k)
+      std::memcpy(yg + k * pl.ohw + oh * p.ow + (lo - oh * d.wp), stage + k * cols + (lo - f0), sizeof(float) * (hi - lo));
+  }
+}
+
+void forward_direct(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int nt) {
+  const ConvParams& p = pl.p;
+  const DirectPlan d = direct_plan(pl);
+  const index_t nr = d.dk.nr;
+  // Tiles of the padded-width output axis: <= 512 columns (one K block of 256 taps of the
+  // input rows they touch stays in L1/L2), a multiple of NR.
+  const index_t pairs = p.n * p.groups;
+  const bool outer = nt > 1 && pairs >= nt;
+  const index_t want = outer ? kMaxCols : std::min(kMaxCols, std::max<index_t>(128, ceil_div(d.flat, 4 * nt)));
+  const index_t tile = std::max<index_t>(nr, want / nr * nr);
+  const index_t ntiles = ceil_div(d.flat, tile);
+  const index_t npanels = pl.mpad / pl.uk.mr;
+  const int T = outer || nt > 1 ? nt : 1;
+  AlignedBuffer a_pack(pl.a_group * p.groups);
+  std::vector<AlignedBuffer> stage;
+  for (int t = 0; t < T; ++t) stage.emplace_back(pl.mpad * tile);
+  if (outer) {
+    std::vector<AlignedBuffer> xp;
+    for (int t = 0; t < T; ++t) xp.emplace_back(d.xp_size);
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+      for (index_t gi = 0; gi < p.groups * npanels; ++gi)
+        pack_a_panels(pl, w, gi / npanels, gi % npanels, gi % npanels + 1, a_pack.get());
+      const int tid = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+      for (index_t it = 0; it < pairs; ++it) {
+        const index_t n = it / p.groups, g = it % p.groups;
+        pad_image(pl, d, x, n, g, 0, pl.cg, xp[tid].get());
+        for (index_t ti = 0; ti < ntiles; ++ti) {
+          const index_t f0 = ti * tile;
+          direct_tile(pl, d, xp[tid].get(), a_pack.get(), bias, y, n, g, f0, std::min(tile, d.flat - f0),
+                      stage[tid].get());
+        }
+      }
+    }
+    return;
+  }
+  AlignedBuffer xp(d.xp_size);
+  for (index_t it = 0; it < pairs; ++it) {
+    const index_t n = it / p.groups, g = it % p.groups;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      const index_t Tn = omp_get_num_threads(), tid = omp_get_thread_num();
+      if (n == 0) pack_a_panels(pl, w, g, npanels * tid / Tn, npanels * (tid + 1) / Tn, a_pack.get());
+      pad_image(pl, d, x, n, g, pl.cg * tid / Tn, pl.cg * (tid + 1) / Tn, xp.get());
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 1)
+      for (index_t ti = 0; ti < ntiles; ++ti) {
+        const index_t f0 = ti * tile;
+        direct_tile(pl, d, xp.get(), a_pack.get(), bias, y, n, g, f0, std::min(tile, d.flat - f0), stage[tid].get());
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void conv2d_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
@@ -228,6 +387,7 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   if (p.groups > 1 && p.groups == p.c) return depthwise::forward(p, x, w, bias, y);
   const Plan pl(p);
   const int nt = threads_for(2 * p.n * p.k * pl.ohw * pl.kc, index_t{1} << 20);
+  if (direct_eligible(pl)) return forward_direct(pl, x, w, bias, y, nt);
   const index_t budget_cols = std::max<index_t>(pl.uk.nr, kPackBudget / pl.kc / pl.uk.nr * pl.uk.nr);
   // ~4 items per thread to balance, but not below 128 columns (narrower tiles re-read the
   // packed weights more often than threads gain).
