@@ -4,12 +4,11 @@ input read once, each output written once; the kernels' own extra passes are the
 
 from __future__ import annotations
 
-import numpy as np
-
 import fastlayers as fl
+import numpy as np
+from common import Case
 from fastlayers import optim
 from fastlayers import reference as R
-from common import Case
 
 
 class _P:
@@ -43,9 +42,10 @@ def cases(quick: bool, torch=None) -> list[Case]:
             tx, tw, tb, tg = (torch.from_numpy(a) for a in (x, w, b, g))
             trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
             tm, ti = torch.from_numpy(mean), torch.from_numpy(invstd)
+        rm1, rv1, rm2, rv2 = rm.copy(), rv.copy(), rm.copy(), rv.copy()
         out.append(Case("norm", "batch_norm train", sname,
-                        lambda x=x, w=w, b=b, rm=rm.copy(), rv=rv.copy(): fl.batch_norm(x, rm, rv, w, b, training=True),
-                        numpy=lambda x=x, w=w, b=b, rm=rm.copy(), rv=rv.copy(): R.batch_norm(x, rm, rv, w, b, training=True),
+                        lambda x=x, w=w, b=b, rm=rm1, rv=rv1: fl.batch_norm(x, rm, rv, w, b, training=True),
+                        numpy=lambda x=x, w=w, b=b, rm=rm2, rv=rv2: R.batch_norm(x, rm, rv, w, b, training=True),
                         torch=(lambda tx=tx, tw=tw, tb=tb, trm=trm, trv=trv: F.batch_norm(tx, trm, trv, tw, tb, training=True))
                         if torch else None,
                         bytes=8.0 * x.size))
@@ -103,7 +103,7 @@ def cases(quick: bool, torch=None) -> list[Case]:
     x = rng.standard_normal(n, dtype=np.float32)
     out.append(Case("misc", "dropout p=0.5", f"{n}", lambda: fl.dropout(x, 0.5, seed=1)[0],
                     numpy=lambda: R.dropout(x, 0.5, seed=1)[0],
-                    torch=(lambda tx=torch.from_numpy(x): F.dropout(tx, 0.5, training=True)) if torch else None,
+                    torch=(lambda: F.dropout(torch.from_numpy(x), 0.5, training=True)) if torch else None,
                     bytes=9.0 * n, check=False, note="random masks differ between implementations"))
     v, d, m = 50_000, 512, 32 * 1024
     wt = rng.standard_normal((v, d), dtype=np.float32)
@@ -111,12 +111,12 @@ def cases(quick: bool, torch=None) -> list[Case]:
     ge = rng.standard_normal((m, d), dtype=np.float32)
     out.append(Case("misc", "embedding", f"{m} of {v}x{d}", lambda: fl.embedding(idx, wt),
                     numpy=lambda: R.embedding(idx, wt),
-                    torch=(lambda ti=torch.from_numpy(idx), tw=torch.from_numpy(wt): F.embedding(ti, tw)) if torch else None,
+                    torch=(lambda: F.embedding(torch.from_numpy(idx), torch.from_numpy(wt))) if torch else None,
                     bytes=8.0 * m * d))
     out.append(Case("misc", "embedding_backward", f"{m} of {v}x{d}", lambda: fl.embedding_backward(ge, idx, wt)[0],
                     numpy=lambda: R.embedding_backward(ge, idx, wt)[0],
-                    torch=(lambda tg=torch.from_numpy(ge), ti=torch.from_numpy(idx): torch.ops.aten.embedding_dense_backward(
-                        tg, ti, v, -1, False)) if torch else None,
+                    torch=(lambda: torch.ops.aten.embedding_dense_backward(
+                        torch.from_numpy(ge), torch.from_numpy(idx), v, -1, False)) if torch else None,
                     bytes=4.0 * (m * d + v * d)))
     p0 = rng.standard_normal(n, dtype=np.float32)
     gp = rng.standard_normal(n, dtype=np.float32) * 1e-2

@@ -1,11 +1,10 @@
 """Dropout (mask statistics, determinism, scaling, backward) and embedding (gather, scatter-add
 with repeats, range checks) vs the NumPy reference, finite differences and PyTorch."""
 
+import fastlayers as fl
 import numpy as np
 import pytest
 from conftest import assert_close, check_directional, f64, randn
-
-import fastlayers as fl
 from fastlayers import reference as R
 
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 17), (100_003,), (0, 4)]

@@ -29,7 +29,7 @@ import numpy as np
 from . import _core
 from ._arrays import is_cupy
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
 
 
 def _number(v, name, low=0.0, low_open=False, high=None, high_open=True):
@@ -162,8 +162,8 @@ class SGD(Optimizer):
     """Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay."""
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
+                                      "nesterov": nesterov})
 
     def _check_group(self, g):
         _number(g["lr"], "lr")
@@ -191,7 +191,7 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad})
 
     def _check_group(self, g):
         _number(g["lr"], "lr")
@@ -233,8 +233,8 @@ class RMSprop(Optimizer):
     """RMSprop, optionally centered and with momentum."""
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered))
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay, "momentum": momentum,
+                                      "centered": centered})
 
     def _check_group(self, g):
         _number(g["lr"], "lr")

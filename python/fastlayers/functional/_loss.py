@@ -29,9 +29,14 @@ from .. import _core
 from .._arrays import backend, check_array, check_int_array, contiguous, empty
 
 __all__ = [
-    "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-    "mse_loss_backward", "binary_cross_entropy_backward", "binary_cross_entropy_with_logits_backward",
+    "binary_cross_entropy",
+    "binary_cross_entropy_backward",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_backward",
+    "cross_entropy",
     "cross_entropy_backward",
+    "mse_loss",
+    "mse_loss_backward",
 ]
 
 # Codes shared with csrc/loss/loss.h (PointwiseLoss).

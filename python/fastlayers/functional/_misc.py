@@ -18,7 +18,6 @@ embedding_backward(grad_out, indices, weight, padding_idx=None) -> (grad_weight,
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import _core, _random
