@@ -21,6 +21,8 @@ void bind_rnn(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_loss(py::module_& m);
+void bind_misc(py::module_& m);
+void bind_optim(py::module_& m);
 }  // namespace bind
 }  // namespace fl
 
@@ -58,4 +60,6 @@ PYBIND11_MODULE(_core, m) {
   fl::bind::bind_attention(m);
   fl::bind::bind_norm(m);
   fl::bind::bind_loss(m);
+  fl::bind::bind_misc(m);
+  fl::bind::bind_optim(m);
 }
