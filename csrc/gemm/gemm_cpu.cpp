@@ -16,7 +16,7 @@
 #include <memory>
 
 #include "core/parallel.h"
-#include "elementwise/activation_math.h"
+#include "elementwise/elementwise_isa.h"
 #include "gemm/gemm.h"
 #include "gemm/ukernel.h"
 
@@ -166,37 +166,12 @@ void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
   }
 }
 
-template <typename F>
-void map_block(float* c, index_t ldc, index_t m, index_t n, F f) {
-  for (index_t i = 0; i < m; ++i) {
-    float* row = c + i * ldc;
-    for (index_t j = 0; j < n; ++j) row[j] = f(row[j]);
-  }
-}
-
 }  // namespace
 
 void apply_epilogue(float* c, index_t ldc, index_t m, index_t n, const float* row_bias,
                     const float* col_bias, Activation act) {
-  if (row_bias || col_bias) {
-    for (index_t i = 0; i < m; ++i) {
-      float* row = c + i * ldc;
-      const float rb = row_bias ? row_bias[i] : 0.0f;
-      if (col_bias) {
-        for (index_t j = 0; j < n; ++j) row[j] += rb + col_bias[j];
-      } else {
-        for (index_t j = 0; j < n; ++j) row[j] += rb;
-      }
-    }
-  }
-  switch (act) {
-    case Activation::none: break;
-    case Activation::relu: map_block(c, ldc, m, n, [](float x) { return x > 0.0f ? x : (x == x ? 0.0f : x); }); break;
-    case Activation::gelu: map_block(c, ldc, m, n, gelu_f); break;
-    case Activation::gelu_tanh: map_block(c, ldc, m, n, gelu_tanh_f); break;
-    case Activation::tanh: map_block(c, ldc, m, n, tanh_f); break;
-    case Activation::sigmoid: map_block(c, ldc, m, n, sigmoid_f); break;
-  }
+  if (m <= 0 || n <= 0 || (!row_bias && !col_bias && act == Activation::none)) return;
+  elementwise_for(active_isa()).epilogue(c, ldc, m, n, row_bias, col_bias, act);
 }
 
 void run_gemm(const GemmParams& p) {
