@@ -101,7 +101,9 @@ def xp_of(x):
 
 
 def contiguous(x):
-    return xp_of(x).ascontiguousarray(x)
+    """x as a C-contiguous array of the same shape (0-d stays 0-d, unlike ascontiguousarray)."""
+    x = xp_of(x).asarray(x)
+    return x if x.flags.c_contiguous else x.copy(order="C")
 
 
 def empty(shape, like, dtype=None):
