@@ -537,8 +537,6 @@ def test_dropout_properties():
     run()
 
 
-@pytest.mark.xfail(reason="KNOWN (reported): _arrays.contiguous uses ascontiguousarray, which turns a "
-                   "0-d input into shape (1,)", strict=False)
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "gelu", "leaky_relu", "softmax", "log_softmax"])
 def test_zero_dim_shape_kept(name):
     _skip_missing(name)
