@@ -43,6 +43,13 @@ using UkernelExFn = void (*)(index_t kc, const float* a, index_t ars, index_t ac
 // the epilogue included: B streamed row by row, each row read once and contiguously.
 using SmallMFn = void (*)(const GemmParams& p, index_t j0, index_t j1);
 
+// Packing into the micro-kernel's layouts (see fn above); pack_a may write up to 8 floats
+// past mc rounded up to MR times kc (the buffer has that slack).
+using PackAFn = void (*)(const float* a, index_t rs, index_t cs, index_t mc, index_t kc, float* dst);
+using PackBFn = void (*)(const float* b, index_t rs, index_t cs, index_t kc, int cols, float* dst);
+// `panels` full panels of a B with unit column stride, packed row by row (see pack_impl.h).
+using PackBRowsFn = void (*)(const float* b, index_t rs, index_t kc, index_t panels, float* dst);
+
 struct Ukernel {
   UkernelFn fn;
   int mr, nr;          // register tile
@@ -52,6 +59,9 @@ struct Ukernel {
   UkernelExFn fn_ex[7];          // packed A (ars = 1, acs = MR): the fast path
   UkernelExFn fn_ex_strided[7];  // A read in place at any strides
   SmallMFn small_m[4];           // index M-1; null: none for this ISA
+  PackAFn pack_a;                // null: the portable loops in gemm_cpu.cpp
+  PackBFn pack_b;
+  PackBRowsFn pack_b_rows;
 };
 
 Ukernel ukernel_generic();

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "elementwise/elementwise_simd.h"
+#include "gemm/pack_impl.h"
 #include "gemm/ukernel.h"
 
 namespace fl {
@@ -188,7 +189,10 @@ Ukernel make_ukernel(index_t kc, index_t mc, index_t nc, const char* name) {
           {&ukernel_ex<S, MR, NV, false, -1>, &ukernel_ex<S, MR, NV, false, 0>, &ukernel_ex<S, MR, NV, false, 1>,
            &ukernel_ex<S, MR, NV, false, 2>, &ukernel_ex<S, MR, NV, false, 3>, &ukernel_ex<S, MR, NV, false, 4>,
            &ukernel_ex<S, MR, NV, false, 5>},
-          {&small_m<S, 1>, &small_m<S, 2>, &small_m<S, 3>, &small_m<S, 4>}};
+          {&small_m<S, 1>, &small_m<S, 2>, &small_m<S, 3>, &small_m<S, 4>},
+          &pack_detail::pack_a<MR>,
+          &pack_detail::pack_b_panel<NV * S::W>,
+          &pack_detail::pack_b_rows<NV * S::W>};
 }
 
 }  // namespace ukernel_detail
