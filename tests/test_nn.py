@@ -766,8 +766,8 @@ def test_sgd_training_matches_reference(rng):
         # the same step in float64 with the reference functions
         x64 = f64(x)
         z1 = R("conv2d")(x64, p["0.weight"], p["0.bias"], 1, 1)
-        z2, mu, inv = R("batch_norm")(z1, p["1.running_mean"], p["1.running_var"], p["1.weight"], p["1.bias"],
-                                      training=True, return_stats=True)
+        z2, (mu, inv) = R("batch_norm")(z1, p["1.running_mean"], p["1.running_var"], p["1.weight"], p["1.bias"],
+                                        training=True, return_stats=True)
         z3 = R("relu")(z2)
         z4, idx = R("max_pool2d")(z3, 2, return_indices=True)
         z5 = z4.reshape(6, -1)
@@ -778,7 +778,7 @@ def test_sgd_training_matches_reference(rng):
         g5, gw5, gb5 = R("linear_backward")(g6, z5, p["5.weight"], p["5.bias"])
         g3 = _first(R("max_pool2d_backward")(g5.reshape(z4.shape), z3, idx, 2))
         g2 = R("relu_backward")(g3, z2)
-        g1, gw1, gb1 = R("batch_norm_backward")(g2, z1, mu, inv, p["1.weight"], p["1.bias"], training=True)
+        g1, gw1, gb1 = R("batch_norm_backward")(g2, z1, p["1.weight"], mu, inv, training=True)
         _, gw0, gb0 = R("conv2d_backward")(g1, x64, p["0.weight"], p["0.bias"], 1, 1)
         grads = {"0.weight": gw0, "0.bias": gb0, "1.weight": gw1, "1.bias": gb1, "5.weight": gw5, "5.bias": gb5}
         for k, g in grads.items():
