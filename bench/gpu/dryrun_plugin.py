@@ -64,8 +64,23 @@ def _make_fake_cupy():
         def synchronize(self):
             pass
 
+    class _Event:
+        def __init__(self, *a, **k):
+            self.t = None
+
+        def record(self, stream=None):
+            import time
+
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
     cp.cuda = types.SimpleNamespace(get_current_stream=lambda: _Stream(), Stream=_Stream,
-                                    set_allocator=lambda *a: None)
+                                    set_allocator=lambda *a: None, Event=_Event,
+                                    get_elapsed_time=lambda s, e: (e.t - s.t) * 1e3,
+                                    runtime=types.SimpleNamespace(driverGetVersion=lambda: 0,
+                                                                  runtimeGetVersion=lambda: 0))
     return cp
 
 
@@ -363,6 +378,11 @@ def _mocks():
 
 
 def pytest_configure(config):
+    setup()
+
+
+def setup():
+    """Install the stand-in cupy and the mocked bindings (also used by bench_cuda.py --dry-run)."""
     sys.modules["cupy"] = _make_fake_cupy()
     import fastlayers
     from fastlayers import _arrays, _core, _cuda
