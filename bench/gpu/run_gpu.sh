@@ -25,6 +25,12 @@ mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
+# CuPy warns at import when it cannot find the toolkit, and pytest runs with warnings as errors
+# (pyproject: filterwarnings = error), which would make conftest see no GPU and skip every test.
+if [[ -z "${CUDA_PATH:-}" ]] && command -v nvcc >/dev/null; then
+  CUDA_PATH=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  export CUDA_PATH
+fi
 PY=${PYTHON:-python3}
 BUDGET=${FL_BUDGET:-560}
 START=$(date +%s)
@@ -75,7 +81,11 @@ if has test; then
   echo "== test (${t}s cap)"
   timeout "$t" $PY -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py > "$OUTDIR/test-cuda.log" 2>&1
   rc=$?
-  note "test rc=$rc: $(grep -E '[0-9]+ (passed|failed)' "$OUTDIR/test-cuda.log" | tail -1)"
+  note "test rc=$rc: $(grep -E '[0-9]+ (passed|failed|skipped)' "$OUTDIR/test-cuda.log" | tail -1)"
+  if grep -q "needs a CUDA GPU" "$OUTDIR/test-cuda.log"; then
+    note "WARNING: GPU tests were skipped; python -c 'import cupy, fastlayers; print(fastlayers.info())' says:"
+    $PY -W error -c "import cupy, fastlayers; print(fastlayers.info())" 2>&1 | tail -3
+  fi
 fi
 
 if has sanitize; then
