@@ -386,7 +386,9 @@ def test_activation_nan_and_extremes(cp):
         got = _host(getattr(fl, name)(cp.asarray(x)))
         with np.errstate(over="ignore", invalid="ignore"):  # the reference's exp(1e30)
             ref = getattr(R, name)(x.astype(np.float64))
-        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-30, equal_nan=True, err_msg=name)
+        # rtol 1e-5, not 1e-6: the build's fast exp (ex2.approx) is good to 2 + 1.16|x| ulp, ~25 ulp
+        # = 1.5e-6 relative at x = -20 (sigmoid's e^x / (1 + e^x) branch)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-30, equal_nan=True, err_msg=name)
 
 
 @pytest.mark.gpu
@@ -447,7 +449,9 @@ def test_layer_norm(cp, rng, shape, ns, affine):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", [(8, 5), (4, 3, 5, 7), (2, 16, 1, 1), (64, 3, 9, 9)])
+# (two values per channel would make grad_x exactly 0 in exact arithmetic, xhat = +-1, leaving
+# only float32 noise to compare: three is the smallest well-conditioned case)
+@pytest.mark.parametrize("shape", [(8, 5), (4, 3, 5, 7), (3, 16, 1, 1), (64, 3, 9, 9)])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm(cp, rng, shape, training):
     torch = _torch()
