@@ -1,13 +1,13 @@
 """Batch norm and layer norm vs the float64 reference: forward (training and eval, running
 stats updated in place), backward vs reference and finite differences, every ISA, errors."""
 
+import fastlayers as fl
 import numpy as np
 import pytest
 from conftest import assert_close, check_directional, f64, numeric_grad, randn
-
-import fastlayers as fl
 from fastlayers import _core
 from fastlayers import reference as R
+
 
 def _term_floor(g, scale):
     """grad_x = scale * (g - mean(g) - xhat * mean(g xhat)) cancels to ~0 when a channel or row
@@ -59,15 +59,15 @@ def test_batch_norm_forward_backward(rng, shape, training, affine):
 def test_batch_norm_shifted_data_keeps_precision(rng):
     # Mean 1000, std 1: an unshifted sum of squares would lose ~6 digits of the variance.
     x = randn(rng, 64, 4, 8, 8) + np.float32(1000.0)
-    y, (mean, invstd) = fl.batch_norm(x, None, None, training=True, return_stats=True)
-    yr, (mr, ir) = R.batch_norm(f64(x), None, None, training=True, return_stats=True)
+    y, (_, invstd) = fl.batch_norm(x, None, None, training=True, return_stats=True)
+    yr, (_, ir) = R.batch_norm(f64(x), None, None, training=True, return_stats=True)
     assert_close(invstd, ir, name="invstd")
     # y inherits x's float32 rounding (ulp(1000) = 6e-5 against a std of 1).
     assert_close(y, yr, rtol=1e-3, atol_scale=1e-4, name="y")
 
 
 def test_batch_norm_running_stats_none_and_views(rng):
-    x, w, b, rm, rv = _bn_inputs(rng, (6, 4, 3, 3))
+    x, w, b, _, _ = _bn_inputs(rng, (6, 4, 3, 3))
     y1 = fl.batch_norm(x, None, None, w, b, training=True)
     assert_close(y1, R.batch_norm(f64(x), None, None, *f64(w, b), training=True))
     # Non-contiguous input and non-contiguous running stats are updated in place through the view.
@@ -120,7 +120,7 @@ def test_batch_norm_gradients_vs_finite_differences(rng, training):
 
 
 def test_batch_norm_has_bias_flag(rng):
-    x, w, b, rm, rv = _bn_inputs(rng, (5, 3))
+    x, w, _, rm, rv = _bn_inputs(rng, (5, 3))
     _, (m, i) = fl.batch_norm(x, rm, rv, w, None, training=True, return_stats=True)
     g = randn(rng, 5, 3)
     assert fl.batch_norm_backward(g, x, w, m, i, has_bias=False)[2] is None

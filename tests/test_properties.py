@@ -166,8 +166,7 @@ def _pair(v):
 # Each maps Gen -> (args, kwargs). Backward entries are built from the forward ones below.
 def _unary(extra=None):
     def make(g):
-        # rank >= 1: 0-d inputs are covered by test_zero_dim_shape_kept (a known issue)
-        x = g.arr(g.dims(g.int(1, 4), 0, 6), scale=3.0)
+        x = g.arr(g.dims(g.int(0, 4), 0, 6), scale=3.0)
         return (x,), (extra(g) if extra else {})
 
     return make
@@ -679,8 +678,6 @@ REFERENCE_ISSUES = {
 }
 
 
-@pytest.mark.xfail(reason="KNOWN (reported): _arrays.contiguous uses ascontiguousarray, which turns a "
-                   "0-d input into shape (1,)", strict=False)
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "gelu", "leaky_relu", "softmax", "log_softmax"])
 def test_zero_dim_shape_kept(name):
     _skip_missing(name)

@@ -169,13 +169,6 @@ void gather_rows(const float* src, index_t ctot, index_t ch0, index_t rows, inde
       std::memcpy(dst + r * ld + (img - t.n0) * ohw, src + (img * ctot + ch0 + r) * ohw, sizeof(float) * ohw);
 }
 
-void scatter_rows(const float* src, index_t ctot, index_t ch0, index_t rows, index_t ohw, const Tile& t, float* dst) {
-  const index_t ld = t.nb * ohw;
-  for (index_t img = t.n0; img < t.n0 + t.nb; ++img)
-    for (index_t r = 0; r < rows; ++r)
-      std::memcpy(dst + (img * ctot + ch0 + r) * ohw, src + r * ld + (img - t.n0) * ohw, sizeof(float) * ohw);
-}
-
 // Per-thread workspace, allocated before any parallel region (no allocation, hence no
 // exception, inside one).
 struct Workspace {
@@ -192,40 +185,6 @@ bool is_depthwise(const ConvParams& p) { return p.groups > 1 && p.groups == p.c;
 
 int conv_threads(const ConvParams& p, const Geometry& g) {
   return threads_for(2 * p.n * p.k * g.ohw * g.kc, index_t{1} << 20);
-}
-
-// ---- forward ------------------------------------------------------------------------------
-
-void forward_tile(const ConvParams& p, const Geometry& g, const float* x, const float* w, const float* bias,
-                  float* y, index_t grp, const Tile& t, float* col, float* tmp) {
-  const index_t cols = tile_cols(p, t);
-  GemmParams q;
-  q.m = g.kg;
-  q.n = cols;
-  q.k = g.kc;
-  q.a = w + grp * g.kg * g.kc;
-  q.a_rs = g.kc;
-  q.a_cs = 1;
-  if (g.pointwise && t.nb == 1) {
-    q.b = x + (t.n0 * p.c + grp * g.cg) * g.hw + t.r0 * p.ow;
-    q.b_rs = g.hw;
-  } else {
-    im2col_tile(p, g, x, grp, t, col, cols);
-    q.b = col;
-    q.b_rs = cols;
-  }
-  q.b_cs = 1;
-  q.row_bias = bias ? bias + grp * g.kg : nullptr;
-  if (t.nb == 1) {
-    q.c = y + (t.n0 * p.k + grp * g.kg) * g.ohw + t.r0 * p.ow;
-    q.ldc = g.ohw;
-    run_gemm(q);
-  } else {
-    q.c = tmp;
-    q.ldc = cols;
-    run_gemm(q);
-    scatter_rows(tmp, p.k, grp * g.kg, g.kg, g.ohw, t, y);
-  }
 }
 
 // ---- backward data --------------------------------------------------------------------------
@@ -332,31 +291,6 @@ void check_conv_params(const ConvParams& p) {
            "conv: invalid kernel/stride/dilation/padding");
   FL_CHECK(p.groups >= 1 && p.c % p.groups == 0 && p.k % p.groups == 0, "conv: channels C=", p.c, " K=", p.k,
            " are not divisible by groups=", p.groups);
-}
-
-void conv2d_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
-  check_conv_params(p);
-  if (p.n == 0) return;
-  if (is_depthwise(p)) return depthwise::forward(p, x, w, bias, y);
-  const Geometry g = geometry(p);
-  const int nt = conv_threads(p, g);
-  const index_t max_cols = choose_max_cols(p, g, nt);
-  const std::vector<Tile> tiles = make_tiles(p, max_cols);
-  const index_t ntiles = static_cast<index_t>(tiles.size());
-  const index_t items = ntiles * p.groups;
-  const index_t max_tile = std::max(max_cols, p.ow);
-  const bool outer = nt > 1 && items >= 2 * nt;
-  Workspace ws(outer ? nt : 1, g.kc * max_tile, g.kg * max_tile);
-  if (outer) {
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (index_t it = 0; it < items; ++it) {
-      const int tid = omp_get_thread_num();
-      forward_tile(p, g, x, w, bias, y, it / ntiles, tiles[it % ntiles], ws.col[tid].data(), ws.tmp[tid].data());
-    }
-  } else {
-    for (index_t it = 0; it < items; ++it)
-      forward_tile(p, g, x, w, bias, y, it / ntiles, tiles[it % ntiles], ws.col[0].data(), ws.tmp[0].data());
-  }
 }
 
 void conv2d_backward_data(const ConvParams& p, const float* gy, const float* w, const float* bias, float* gx) {

@@ -13,6 +13,12 @@
 
 #include "norm/norm.h"
 
+// Without -fno-trapping-math GCC will not turn the selects of these loops (clamps, NaN
+// checks) into blends, and leaves them scalar: 26 ms -> 1.4 ms for the log-sum-exp of
+// 2048 x 1000 logits with AVX2. No value changes: it only allows computing both sides.
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+
 namespace fl {
 namespace {
 
@@ -187,3 +193,5 @@ NormRowKernels make_norm_rows() {
 
 }  // namespace
 }  // namespace fl
+
+#pragma GCC pop_options

@@ -29,9 +29,14 @@ from .. import _core
 from .._arrays import backend, check_array, check_int_array, contiguous, empty
 
 __all__ = [
-    "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-    "mse_loss_backward", "binary_cross_entropy_backward", "binary_cross_entropy_with_logits_backward",
+    "binary_cross_entropy",
+    "binary_cross_entropy_backward",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_backward",
+    "cross_entropy",
     "cross_entropy_backward",
+    "mse_loss",
+    "mse_loss_backward",
 ]
 
 # Codes shared with csrc/loss/loss.h (PointwiseLoss).
@@ -75,7 +80,8 @@ def _pointwise(code, op, input, target, reduction):
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"target: shape {tuple(target.shape)} differs from input shape {tuple(input.shape)}")
     _check_reduction(reduction)
-    x, t = contiguous(input), contiguous(target)
+    # reshape: keep a 0-d input 0-d (ascontiguousarray makes it 1-d)
+    x, t = contiguous(input).reshape(input.shape), contiguous(target).reshape(input.shape)
     out = empty(x.shape, x) if reduction == "none" else None
     total = _core.pointwise_loss(code, x, t, out)
     return out if reduction == "none" else _reduce(total, x.size, reduction)
@@ -88,14 +94,15 @@ def _pointwise_backward(code, op, grad_out, input, target, reduction):
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"target: shape {tuple(target.shape)} differs from input shape {tuple(input.shape)}")
     _check_reduction(reduction)
-    x, t = contiguous(input), contiguous(target)
+    # reshape: keep a 0-d input 0-d (ascontiguousarray makes it 1-d)
+    x, t = contiguous(input).reshape(input.shape), contiguous(target).reshape(input.shape)
     g, gscale = None, 0.0
     if reduction == "none":
         check_array(grad_out, "grad_out")
         if tuple(grad_out.shape) != tuple(x.shape):
             raise ValueError(f"grad_out: shape {tuple(grad_out.shape)} differs from input shape {tuple(x.shape)} "
                              f"(reduction='none' takes the unreduced gradient)")
-        g = contiguous(grad_out)
+        g = contiguous(grad_out).reshape(x.shape)
     else:
         gscale = _scalar_grad(grad_out)
         if reduction == "mean" and x.size:

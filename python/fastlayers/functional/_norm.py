@@ -10,10 +10,14 @@ batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
     the per-channel statistics actually used (in eval mode: running_mean and
     1/sqrt(running_var + eps)), which batch_norm_backward takes.
 
-batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, *, has_bias=None)
+batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, momentum=0.1, eps=1e-5,
+                    *, has_bias=None)
     -> (grad_x, grad_weight, grad_bias). weight None -> grad_weight None; grad_bias is None
     when has_bias is False (default: has_bias = weight is not None, PyTorch's affine flag).
-    training=False: mean/invstd were constants, grad_x = grad_out * weight * invstd.
+    mean/invstd: the pair batch_norm(..., return_stats=True) returned. training=False: they
+    were constants, grad_x = grad_out * weight * invstd. momentum and eps are batch_norm's own
+    keywords, accepted so that a call can pass the forward's arguments through; they do not
+    change the result (invstd already holds eps).
 
 layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, return_stats=False)
     normalises over the trailing dims given by normalized_shape (int or tuple);
@@ -108,7 +112,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return (y, (mean, invstd)) if return_stats else y
 
 
-def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, *, has_bias=None):
+def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, momentum=0.1, eps=1e-5, *, has_bias=None):
     """Gradients of batch_norm: (grad_x, grad_weight, grad_bias); see the module docstring."""
     _cpu_only("batch_norm_backward", grad_out=grad_out, x=x, weight=weight, mean=mean, invstd=invstd)
     n, c, s = _bn_dims(x)

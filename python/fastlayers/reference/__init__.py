@@ -4,7 +4,7 @@ for the truth). Written for clarity, not speed."""
 
 import importlib as _importlib
 
-_FAMILIES = ("gemm", "activations", "conv", "pool", "rnn", "attention", "norm", "loss")
+_FAMILIES = ("gemm", "activations", "conv", "pool", "rnn", "attention", "norm", "loss", "misc")
 
 __all__: list = []
 for _family in _FAMILIES:

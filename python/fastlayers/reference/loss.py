@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-    "mse_loss_backward", "binary_cross_entropy_backward", "binary_cross_entropy_with_logits_backward",
+    "binary_cross_entropy",
+    "binary_cross_entropy_backward",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_backward",
+    "cross_entropy",
     "cross_entropy_backward",
+    "mse_loss",
+    "mse_loss_backward",
 ]
 
 

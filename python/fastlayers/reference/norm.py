@@ -38,7 +38,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return (y, (mean, invstd)) if return_stats else y
 
 
-def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, *, has_bias=None):
+def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, momentum=0.1, eps=1e-5, *, has_bias=None):
     shp, ax = _bshape(x), _axes(x)
     xhat = (x - mean.reshape(shp)) * invstd.reshape(shp)
     w = np.ones_like(mean) if weight is None else weight
