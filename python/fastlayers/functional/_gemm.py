@@ -74,6 +74,11 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     return out
 
 
+def _rows(x, width):
+    """x viewed as (rows, width); unlike reshape(-1, width) this also works when a size is 0."""
+    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), width)
+
+
 def _sum_to_shape(g, shape):
     """Sum a broadcast gradient back down to `shape`."""
     shape = tuple(shape)
@@ -129,8 +134,8 @@ def matmul(a, b):
     out = np.empty(batch + (m, n), np.float32)
     if b2.ndim == 2 and out.size:
         # (..., m, k) @ (k, n): one big GEMM over all rows of a when they are evenly strided.
-        rows = a2.reshape(-1, k) if a2.ndim > 2 else a2
-        _core.gemm(rows, b2, out.reshape(-1, n))
+        rows = _rows(a2, k) if a2.ndim > 2 else a2
+        _core.gemm(rows, b2, _rows(out, n))
     elif out.size:
         nb = int(np.prod(batch))
         a3 = np.broadcast_to(a2, batch + (m, k)).reshape(nb, m, k)
@@ -203,7 +208,7 @@ def linear(x, weight, bias=None, activation=None):
         _cpu_only("linear", x=x, weight=weight, bias=bias)
         _check_linear(x, weight, bias, activation)
     n_out, n_in = weight.shape
-    rows = x.reshape(-1, n_in)
+    rows = _rows(x, n_in)
     out = np.empty(rows.shape[:1] + (n_out,), np.float32)
     if out.size:
         b = None if bias is None else np.ascontiguousarray(bias)
@@ -226,8 +231,8 @@ def linear_backward(grad_out, x, weight, bias=None, activation=None, *, y=None):
     if y is not None:
         check_array(y, "y")
         _check_same_shape(y, grad_out, "y", "grad_out")
-    rows = x.reshape(-1, n_in)
-    g = grad_out.reshape(-1, n_out)
+    rows = _rows(x, n_in)
+    g = _rows(grad_out, n_out)
     if activation is not None:
         if y is not None and activation in ("tanh", "sigmoid"):
             back = tanh_backward if activation == "tanh" else sigmoid_backward
