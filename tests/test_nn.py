@@ -882,3 +882,77 @@ def test_torch_transformer_encoder_layer(rng, norm_first, activation):
     with torch.no_grad():
         yt = tm(_t(x), src_key_padding_mask=_t(kpm))
     np.testing.assert_allclose(m(x, src_key_padding_mask=kpm), yt.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("make", [
+    lambda M: M.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+    lambda M: M.Conv2d(4, 4, 3, padding=1, groups=4),
+    lambda M: M.LayerNorm((3, 5)),
+    lambda M: M.BatchNorm1d(3),
+    lambda M: M.Sequential(M.MaxPool2d(3, stride=2, padding=1), M.AvgPool2d(2), M.Upsample(scale_factor=2)),
+    lambda M: M.Sequential(M.AdaptiveAvgPool2d((2, 3)), M.GELU(), M.Softmax(dim=1)),
+], ids=["conv_transpose", "depthwise", "layer_norm", "batch_norm1d", "pools", "adaptive_gelu_softmax"])
+def test_torch_layers_forward_backward(rng, make):
+    """Same state dict -> same outputs and the same input/parameter gradients as torch."""
+    import torch
+
+    tm, m = make(torch.nn), make(nn)
+    m.load_state_dict(_torch_sd(tm))
+    shape = (2, 4, 6, 6)
+    if isinstance(tm, torch.nn.LayerNorm):
+        shape = (2, 4, 3, 5)
+    elif isinstance(tm, torch.nn.BatchNorm1d):
+        shape = (5, 3, 4)
+    x = randn(rng, *shape)
+    xt = _t(x).requires_grad_(True)
+    yt = tm(xt)
+    y = m(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    g = randn(rng, *y.shape)
+    yt.backward(_t(g))
+    np.testing.assert_allclose(m.backward(g), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
+    for k, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad, tgrads[k], rtol=1e-4, atol=1e-4, err_msg=k)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("cls", ["LSTM", "RNN"])
+def test_torch_recurrent_gradients(rng, cls):
+    import torch
+
+    tm = getattr(torch.nn, cls)(3, 5, num_layers=2, bidirectional=True)
+    m = getattr(nn, cls)(3, 5, num_layers=2, bidirectional=True)
+    m.load_state_dict(_torch_sd(tm))
+    x = randn(rng, 6, 2, 3)
+    xt = _t(x).requires_grad_(True)
+    yt, _ = tm(xt)
+    y, _ = m(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    g = randn(rng, *y.shape)
+    yt.backward(_t(g))
+    np.testing.assert_allclose(m.backward(g), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
+    for k, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad, tgrads[k], rtol=1e-4, atol=1e-4, err_msg=k)
+
+
+@pytest.mark.torch
+def test_torch_transformer_gradients(rng):
+    import torch
+
+    tm = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    m = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    m.load_state_dict(_torch_sd(tm))
+    x = randn(rng, 2, 5, 8)
+    xt = _t(x).requires_grad_(True)
+    yt = tm(xt)
+    y = m(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    g = randn(rng, *y.shape)
+    yt.backward(_t(g))
+    np.testing.assert_allclose(m.backward(g), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
+    for k, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad, tgrads[k], rtol=1e-4, atol=1e-4, err_msg=k)
