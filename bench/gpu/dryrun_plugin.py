@@ -41,13 +41,76 @@ def _t(a):
     return torch.tensor(np.asarray(a, np.float64), requires_grad=True)
 
 
+class FakeDeviceArray(np.ndarray):
+    """A stand-in cupy.ndarray: a NumPy array that fastlayers sees as a device array
+    (`type(x).__module__` is "cupy", it has __cuda_array_interface__ and .data.ptr), so the
+    public functions take their CUDA branch. Like a real CuPy array it refuses NumPy
+    functions called on it from fastlayers' own code (CuPy raises TypeError on implicit
+    conversion): a NumPy-only call left on a CUDA path fails here too."""
+
+    __module__ = "cupy"
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.__array_interface__["data"][0], False),
+                "strides": self.strides, "version": 3}
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=int(self.__array_interface__["data"][0]))
+
+    def get(self):
+        return np.array(self.view(np.ndarray))
+
+    def __array_function__(self, func, types_, args, kwargs):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.split(".", 1)[0] == "fastlayers":
+            raise TypeError(f"numpy.{func.__name__} called on a (fake) cupy.ndarray from {caller}: CuPy does not "
+                            f"allow implicit conversion to a NumPy array")
+        return super().__array_function__(func, types_, args, kwargs)
+
+    def __repr__(self):
+        return "fake_cupy." + repr(self.view(np.ndarray))
+
+    __str__ = __repr__
+
+
+def _to_np(v):
+    if isinstance(v, FakeDeviceArray):
+        return v.view(np.ndarray)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_to_np(e) for e in v)
+    return v
+
+
+def _to_dev(v):
+    if isinstance(v, np.ndarray) and not isinstance(v, FakeDeviceArray):
+        return v.view(FakeDeviceArray)
+    if isinstance(v, tuple):
+        return tuple(_to_dev(e) for e in v)
+    return v
+
+
+def _device_fn(fn):
+    def wrapped(*args, **kwargs):
+        return _to_dev(fn(*_to_np(args), **{k: _to_np(v) for k, v in kwargs.items()}))
+
+    wrapped.__name__ = getattr(fn, "__name__", "fn")
+    return wrapped
+
+
 def _make_fake_cupy():
     cp = types.ModuleType("cupy")
     for k in dir(np):
         if not k.startswith("__"):
-            setattr(cp, k, getattr(np, k))
+            v = getattr(np, k)
+            # array-making functions return device arrays (ufuncs keep the kind of their inputs)
+            if callable(v) and not isinstance(v, (type, np.ufunc)):
+                v = _device_fn(v)
+            setattr(cp, k, v)
+    cp.ndarray = FakeDeviceArray
     cp.__version__ = "0-dryrun"
-    cp.asnumpy = lambda a: np.asarray(a)
+    cp.asnumpy = lambda a: np.array(_to_np(a)) if isinstance(a, FakeDeviceArray) else np.asarray(a)
 
     class _Stream:
         ptr = 0
@@ -113,8 +176,9 @@ def _mocks():
     def cuda_unary(op, x, y, n, slope, s):
         X = _view(x, (n,)).astype(np.float64)
         name = names[op]
-        out = (R.gelu(X, "tanh") if name == "gelu_tanh" else R.leaky_relu(X, slope) if name == "leaky_relu"
-               else getattr(R, name)(X))
+        with np.errstate(over="ignore", invalid="ignore"):  # the reference's exp(1e30), as the kernel's inf
+            out = (R.gelu(X, "tanh") if name == "gelu_tanh" else R.leaky_relu(X, slope) if name == "leaky_relu"
+                   else getattr(R, name)(X))
         _view(y, (n,))[...] = out
 
     def cuda_unary_backward(op, g, x, dx, n, slope, s):
@@ -393,5 +457,8 @@ def setup():
     _core.cuda_device_name = lambda i: "dry run (NumPy)"
     _core.cuda_built = True
     _cuda._ptr = lambda a: 0 if a is None else int(np.asarray(a).__array_interface__["data"][0])
-    # NumPy arrays take fastlayers' CPU path in the functional layer (relu, gelu, ...): fine.
-    del fastlayers, _arrays
+    # The stand-in arrays subclass numpy.ndarray, which _arrays._kind would call "cpu": look
+    # at them first. NumPy arrays still take fastlayers' CPU path.
+    cpu_kind = _arrays._kind
+    _arrays._kind = lambda x: "cuda" if isinstance(x, FakeDeviceArray) else cpu_kind(x)
+    del fastlayers

@@ -334,18 +334,25 @@ def _norm_shape(x, normalized_shape):
     return ns, rows, cols
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, return_stats=False):
+    """y, or (y, (mean, rstd)) with return_stats, each of shape x.shape[:-len(normalized_shape)]."""
     require_cuda()
     cp = _cp()
-    _, rows, cols = _norm_shape(x, normalized_shape)
+    ns, rows, cols = _norm_shape(x, normalized_shape)
     x, w, b = _c(x), _c(weight), _c(bias)
     y = cp.empty(x.shape, dtype=np.float32)
-    _core.cuda_layer_norm(_ptr(x), _ptr(w), _ptr(b), _ptr(y), 0, 0, rows, cols, float(eps), _stream())
-    return y
+    lead = tuple(x.shape[:x.ndim - len(ns)])
+    mean = cp.zeros(lead, dtype=np.float32) if return_stats else None
+    rstd = cp.zeros(lead, dtype=np.float32) if return_stats else None
+    _core.cuda_layer_norm(_ptr(x), _ptr(w), _ptr(b), _ptr(y), _ptr(mean), _ptr(rstd), rows, cols, float(eps),
+                          _stream())
+    return (y, (mean, rstd)) if return_stats else y
 
 
-def layer_norm_backward(grad_out, x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """(grad_x, grad_weight, grad_bias), None where weight / bias is None."""
+def layer_norm_backward(grad_out, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, mean=None, rstd=None):
+    """(grad_x, grad_weight, grad_bias), None where weight / bias is None. mean/rstd (the
+    forward's return_stats) are accepted for the functional signature; the kernel recomputes
+    them from x (one extra read of x, fused into the backward pass)."""
     require_cuda()
     cp = _cp()
     _, rows, cols = _norm_shape(x, normalized_shape)
@@ -398,13 +405,14 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if return_stats:
             mean = rm.copy()
             invstd = (1.0 / cp.sqrt(rv.astype(np.float32) + np.float32(eps))).astype(np.float32)
-    return (y, mean, invstd) if return_stats else y
+    return (y, (mean, invstd)) if return_stats else y
 
 
-def batch_norm_backward(grad_out, x, mean, invstd, weight=None, bias=None, training=True):
-    """(grad_x, grad_weight, grad_bias), None where weight / bias is None. mean/invstd: what
+def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, momentum=0.1, eps=1e-5, *, has_bias=None):
+    """(grad_x, grad_weight, grad_bias): grad_weight None when weight is None, grad_bias None
+    unless has_bias (default: weight is not None). mean/invstd: the pair
     batch_norm(..., return_stats=True) returned (batch statistics in training; in eval the
-    running mean and 1/sqrt(running_var + eps))."""
+    running mean and 1/sqrt(running_var + eps)). momentum/eps do not change the result."""
     require_cuda()
     cp = _cp()
     n, c, hw = _bn_dims(x)
@@ -413,8 +421,10 @@ def batch_norm_backward(grad_out, x, mean, invstd, weight=None, bias=None, train
     sums = cp.empty((2, c), dtype=np.float32)
     _core.cuda_batch_norm_backward(_ptr(g), _ptr(x), _ptr(w), _ptr(mean), _ptr(invstd), _ptr(dx), _ptr(sums), n, c,
                                    hw, bool(training), _stream())
-    dw = None if weight is None else sums[1].reshape(weight.shape).copy()
-    db = None if bias is None else sums[0].reshape(bias.shape).copy()
+    dw = None if weight is None else sums[1].copy()
+    if has_bias is None:
+        has_bias = weight is not None
+    db = sums[0].copy() if has_bias else None
     return dx, dw, db
 
 
@@ -427,7 +437,7 @@ def dropout(x, p=0.5, training=True, seed=None):
     p = float(p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p: dropout probability must be in [0, 1], got {p}")
-    if not training or p == 0.0:
+    if not training:
         return _c(x).copy(), None
     if seed is None:
         from . import _random
@@ -441,18 +451,18 @@ def dropout(x, p=0.5, training=True, seed=None):
 
 
 def dropout_backward(grad_out, mask, p=0.5, training=True):
-    """(grad_x,): grad_out * mask / (1 - p)."""
+    """grad_out * mask / (1 - p) (one array, as the CPU function); a copy when not training."""
     require_cuda()
     cp = _cp()
     p = float(p)
-    if not training or mask is None or p == 0.0:
-        return (_c(grad_out).copy(),)
+    if not training:
+        return _c(grad_out).copy()
     g = _c(grad_out)
     m = _c(mask).astype(cp.bool_, copy=False)
     dx = cp.empty(g.shape, dtype=np.float32)
     scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
     _core.cuda_dropout_backward(_ptr(g), _ptr(m), _ptr(dx), g.size, scale, _stream())
-    return (dx,)
+    return dx
 
 
 def _indices(indices, limit, name):
@@ -462,11 +472,13 @@ def _indices(indices, limit, name):
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= limit:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"{name}: index {bad} is out of range for {limit} entries")
+            raise ValueError(f"{name}: index {bad} is out of range for weight with {limit} rows "
+                             f"(valid: 0 to {limit - 1})")
     return idx
 
 
-def embedding(indices, weight):
+def embedding(indices, weight, padding_idx=None):
+    """weight[indices]; padding_idx only matters to the backward."""
     require_cuda()
     cp = _cp()
     num, dim = (int(s) for s in weight.shape)
@@ -477,8 +489,9 @@ def embedding(indices, weight):
     return y
 
 
-def embedding_backward(grad_out, indices, weight):
-    """(grad_weight,): rows of grad_out summed into the rows their indices name."""
+def embedding_backward(grad_out, indices, weight, padding_idx=None):
+    """(grad_weight,): rows of grad_out summed into the rows their indices name; the
+    padding_idx row stays 0."""
     require_cuda()
     cp = _cp()
     num, dim = (int(s) for s in weight.shape)
@@ -486,6 +499,8 @@ def embedding_backward(grad_out, indices, weight):
     g = _c(grad_out)
     dw = cp.empty((num, dim), dtype=np.float32)
     _core.cuda_embedding_backward(_ptr(g), _ptr(idx), _ptr(dw), idx.size, num, dim, _stream())
+    if padding_idx is not None and num:
+        dw[int(padding_idx) % num] = 0
     return (dw,)
 
 
@@ -520,7 +535,7 @@ def _point_loss_backward(kind, grad_out, input, target, reduction):
     g = _grad_arg(grad_out, red, x.shape)
     dx = cp.empty(x.shape, dtype=np.float32)
     _core.cuda_point_loss_backward(kind, _ptr(g), _ptr(x), _ptr(t), _ptr(dx), x.size, red, _stream())
-    return (dx,)
+    return dx
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -528,7 +543,7 @@ def mse_loss(input, target, reduction="mean"):
 
 
 def mse_loss_backward(grad_out, input, target, reduction="mean"):
-    """(grad_input,)."""
+    """grad_input."""
     return _point_loss_backward(_MSE, grad_out, input, target, reduction)
 
 
@@ -537,7 +552,7 @@ def binary_cross_entropy(input, target, reduction="mean"):
 
 
 def binary_cross_entropy_backward(grad_out, input, target, reduction="mean"):
-    """(grad_input,)."""
+    """grad_input."""
     return _point_loss_backward(_BCE, grad_out, input, target, reduction)
 
 
@@ -546,7 +561,7 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):
 
 
 def binary_cross_entropy_with_logits_backward(grad_out, input, target, reduction="mean"):
-    """(grad_input,)."""
+    """grad_input."""
     return _point_loss_backward(_BCE_LOGITS, grad_out, input, target, reduction)
 
 
@@ -562,17 +577,18 @@ def _ce_prep(logits, target, ignore_index):
     t = cp.ascontiguousarray(target, dtype=np.int64)
     valid = t != int(ignore_index)
     if t.size and bool(cp.any(valid & ((t < 0) | (t >= c)))):
-        bad = int(t[valid & ((t < 0) | (t >= c))].ravel()[0])
-        raise ValueError(f"target: class index {bad} is out of range for {c} classes")
+        pos = int(cp.flatnonzero(valid & ((t < 0) | (t >= c)))[0])
+        raise ValueError(f"target: class index {int(t.ravel()[pos])} at flat position {pos} is out of range "
+                         f"[0, {c}) (and is not ignore_index={int(ignore_index)})")
     count = valid.sum(dtype=np.float32).reshape(1)
     return _c(logits), t, count, n, c, d
 
 
-def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
+def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
     require_cuda()
     cp = _cp()
     red = _reduction(reduction)
-    x, t, count, n, c, d = _ce_prep(logits, target, ignore_index)
+    x, t, count, n, c, d = _ce_prep(input, target, ignore_index)
     if red == 0:
         out = cp.empty(t.shape, dtype=np.float32)
         elem = out
@@ -584,17 +600,17 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0, ignore_
     return out
 
 
-def cross_entropy_backward(grad_out, logits, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
-    """(grad_logits,)."""
+def cross_entropy_backward(grad_out, input, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
+    """grad_input (the logits' gradient)."""
     require_cuda()
     cp = _cp()
     red = _reduction(reduction)
-    x, t, count, n, c, d = _ce_prep(logits, target, ignore_index)
+    x, t, count, n, c, d = _ce_prep(input, target, ignore_index)
     g = _grad_arg(grad_out, red, t.shape)
     dx = cp.empty(x.shape, dtype=np.float32)
     _core.cuda_cross_entropy_backward(_ptr(g), _ptr(x), _ptr(t), _ptr(count), _ptr(dx), n, c, d, red,
                                       float(label_smoothing), int(ignore_index), _stream())
-    return (dx,)
+    return dx
 
 
 # ---- pooling ---------------------------------------------------------------------------------
@@ -652,8 +668,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return _unbatch(y, sq)
 
 
-def max_pool2d_backward(grad_out, x, indices, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """(grad_x,)."""
+def max_pool2d_backward(grad_out, x, indices, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        return_indices=False):
+    """grad_x."""
     require_cuda()
     cp = _cp()
     x, sq = _nchw(x)
@@ -662,7 +679,7 @@ def max_pool2d_backward(grad_out, x, indices, kernel_size, stride=None, padding=
     idx = cp.ascontiguousarray(indices, dtype=np.int64).reshape(g.shape)
     dx = cp.empty(x.shape, dtype=np.float32)
     _core.cuda_max_pool2d_backward(_ptr(g), _ptr(idx), _ptr(dx), dims, _stream())
-    return (_unbatch(dx, sq),)
+    return _unbatch(dx, sq)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
@@ -677,7 +694,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 
 def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """(grad_x,)."""
+    """grad_x."""
     require_cuda()
     cp = _cp()
     x, sq = _nchw(x)
@@ -685,7 +702,7 @@ def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_m
     g = _c(grad_out).reshape(tuple(dims[:2]) + (dims[4], dims[5]))
     dx = cp.empty(x.shape, dtype=np.float32)
     _core.cuda_avg_pool2d_backward(_ptr(g), _ptr(dx), dims, bool(count_include_pad), _stream())
-    return (_unbatch(dx, sq),)
+    return _unbatch(dx, sq)
 
 
 def _adaptive_dims(x, output_size):
@@ -710,7 +727,7 @@ def adaptive_avg_pool2d(x, output_size):
 
 
 def adaptive_avg_pool2d_backward(grad_out, x, output_size):
-    """(grad_x,)."""
+    """grad_x."""
     require_cuda()
     cp = _cp()
     x, sq = _nchw(x)
@@ -718,7 +735,7 @@ def adaptive_avg_pool2d_backward(grad_out, x, output_size):
     g = _c(grad_out).reshape(tuple(dims[:2]) + (dims[4], dims[5]))
     dx = cp.empty(x.shape, dtype=np.float32)
     _core.cuda_adaptive_avg_pool2d_backward(_ptr(g), _ptr(dx), dims, _stream())
-    return (_unbatch(dx, sq),)
+    return _unbatch(dx, sq)
 
 
 def adaptive_max_pool2d(x, output_size, return_indices=False):
@@ -735,8 +752,8 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     return _unbatch(y, sq)
 
 
-def adaptive_max_pool2d_backward(grad_out, x, indices, output_size):
-    """(grad_x,)."""
+def adaptive_max_pool2d_backward(grad_out, x, indices, output_size, return_indices=False):
+    """grad_x."""
     require_cuda()
     cp = _cp()
     x, sq = _nchw(x)
@@ -745,7 +762,7 @@ def adaptive_max_pool2d_backward(grad_out, x, indices, output_size):
     idx = cp.ascontiguousarray(indices, dtype=np.int64).reshape(g.shape)
     dx = cp.empty(x.shape, dtype=np.float32)
     _core.cuda_max_pool2d_backward(_ptr(g), _ptr(idx), _ptr(dx), dims, _stream())
-    return (_unbatch(dx, sq),)
+    return _unbatch(dx, sq)
 
 
 def _upsample_dims(x, scale_factor):
@@ -768,7 +785,7 @@ def upsample_nearest2d(x, scale_factor):
 
 
 def upsample_nearest2d_backward(grad_out, x, scale_factor):
-    """(grad_x,)."""
+    """grad_x."""
     require_cuda()
     cp = _cp()
     x, sq = _nchw(x)
@@ -776,4 +793,4 @@ def upsample_nearest2d_backward(grad_out, x, scale_factor):
     g = _c(grad_out).reshape(tuple(dims[:2]) + (dims[4], dims[5]))
     dx = cp.empty(x.shape, dtype=np.float32)
     _core.cuda_upsample_nearest2d_backward(_ptr(g), _ptr(dx), dims, _stream())
-    return (_unbatch(dx, sq),)
+    return _unbatch(dx, sq)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import _core
+from .. import _core, _cuda
 from .._arrays import backend, check_array, contiguous, cuda_stream, dev_ptr, empty, normalize_axis
 
 __all__ = [
@@ -117,9 +117,9 @@ def _softmax_dims(x, axis):
 def _softmax(x, axis, log):
     kind = backend(x=x)
     check_array(x, "x")
-    if kind == "cuda":
-        raise NotImplementedError("softmax: the CUDA kernel is part of the CUDA backend (issue 7), not built yet")
     outer, n, inner = _softmax_dims(x, axis)
+    if kind == "cuda":
+        return _cuda.log_softmax(x, axis) if log else _cuda.softmax(x, axis)
     x = contiguous(x)
     y = empty(x.shape, x)
     _core.softmax(x, y, outer, n, inner, log)
@@ -131,14 +131,15 @@ def _softmax_backward(grad_out, x, axis, y, log):
     check_array(grad_out, "grad_out")
     check_array(x, "x")
     _check_same_shape(grad_out, x)
-    if kind == "cuda":
-        raise NotImplementedError("softmax_backward: the CUDA kernel is part of the CUDA backend (issue 7)")
     if y is None:
         y = _softmax(x, axis, log)
     else:
         check_array(y, "y")
         _check_same_shape(y, x, "y")
     outer, n, inner = _softmax_dims(x, axis)
+    if kind == "cuda":
+        back = _cuda.log_softmax_backward if log else _cuda.softmax_backward
+        return back(grad_out, x, axis, y=y)
     g, y = contiguous(grad_out), contiguous(y)
     dx = empty(x.shape, x)
     _core.softmax_backward(g, y, dx, outer, n, inner, log)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
-from .._arrays import backend, check_array, empty
+from .. import _core, _cuda
+from .._arrays import F32, F32_F16_BF16, backend, check_array, empty
 from ._activations import _check_same_shape, gelu_backward, relu_backward, sigmoid_backward, tanh_backward
 
 __all__ = ["gemm", "matmul", "linear", "gemm_backward", "matmul_backward", "linear_backward"]
@@ -27,9 +27,9 @@ def _plain(*arrays):
     return True
 
 
-def _cpu_only(name, **arrays):
-    if backend(**arrays) == "cuda":
-        raise NotImplementedError(f"{name}: the CUDA GEMM is part of the CUDA backend (issue 7), not built yet")
+def _accepted(kind):
+    """float16/bfloat16 run on the CUDA tensor cores; the CPU kernels are float32 only."""
+    return F32_F16_BF16 if kind == "cuda" else F32
 
 
 def _shape(x):
@@ -47,9 +47,9 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
             out = np.empty((oa.shape[0], ob.shape[1]), np.float32)
             _core.gemm(oa, ob, out, float(alpha))
             return out
-    _cpu_only("gemm", a=a, b=b, c=c)
-    check_array(a, "a", ndim=2)
-    check_array(b, "b", ndim=2)
+    kind = backend(a=a, b=b, c=c)
+    check_array(a, "a", ndim=2, accepted=_accepted(kind))
+    check_array(b, "b", ndim=2, accepted=_accepted(kind))
     oa = a.T if trans_a else a
     ob = b.T if trans_b else b
     (m, k), (k2, n) = oa.shape, ob.shape
@@ -59,17 +59,23 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
             f"(a {_shape(a)}, trans_a={trans_a}; b {_shape(b)}, trans_b={trans_b})"
         )
     if c is not None and beta != 0.0:
-        check_array(c, "c")
+        check_array(c, "c", accepted=_accepted(kind))
         try:
-            out = np.array(np.broadcast_to(c, (m, n)), dtype=np.float32, order="C")
+            if kind == "cuda" and np.broadcast_shapes(_shape(c), (m, n)) != (m, n):
+                raise ValueError  # (the shape test of broadcast_to, which cannot read device memory)
+            out = None if kind == "cuda" else np.array(np.broadcast_to(c, (m, n)), dtype=np.float32, order="C")
         except ValueError:
             raise ValueError(f"c: shape {_shape(c)} does not broadcast to the result shape {(m, n)}") from None
         beta = float(beta)
     else:
         if c is not None:
-            check_array(c, "c")
+            check_array(c, "c", accepted=_accepted(kind))
+        if kind == "cuda":
+            return _cuda.gemm(a, b, c, alpha=alpha, beta=0.0, trans_a=trans_a, trans_b=trans_b)
         out = np.empty((m, n), np.float32)
         beta = 0.0
+    if kind == "cuda":
+        return _cuda.gemm(a, b, c, alpha=alpha, beta=beta, trans_a=trans_a, trans_b=trans_b)
     _core.gemm(oa, ob, out, float(alpha), beta)
     return out
 
@@ -91,16 +97,20 @@ def _sum_to_shape(g, shape):
 
 def gemm_backward(grad_out, a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     """Gradients (grad_a, grad_b, grad_c) of gemm; grad_c is None when c is None."""
-    _cpu_only("gemm_backward", grad_out=grad_out, a=a, b=b, c=c)
-    check_array(grad_out, "grad_out", ndim=2)
-    check_array(a, "a", ndim=2)
-    check_array(b, "b", ndim=2)
+    kind = backend(grad_out=grad_out, a=a, b=b, c=c)
+    check_array(grad_out, "grad_out", ndim=2, accepted=_accepted(kind))
+    check_array(a, "a", ndim=2, accepted=_accepted(kind))
+    check_array(b, "b", ndim=2, accepted=_accepted(kind))
     oa = a.T if trans_a else a
     ob = b.T if trans_b else b
     if oa.shape[1] != ob.shape[0] or _shape(grad_out) != (oa.shape[0], ob.shape[1]):
         raise ValueError(
             f"gemm_backward: grad_out {_shape(grad_out)} does not match op(a) {_shape(oa)} @ op(b) {_shape(ob)}"
         )
+    if kind == "cuda":
+        if c is not None:
+            check_array(c, "c", accepted=_accepted(kind))
+        return _cuda.gemm_backward(grad_out, a, b, c, alpha=alpha, beta=beta, trans_a=trans_a, trans_b=trans_b)
     g = grad_out
     grad_a = gemm(ob, g, alpha=alpha, trans_a=False, trans_b=True) if trans_a else gemm(g, ob, alpha=alpha, trans_b=True)
     grad_b = gemm(g, oa, alpha=alpha, trans_a=True) if trans_b else gemm(oa, g, alpha=alpha, trans_a=True)
@@ -118,9 +128,9 @@ def _batched(a3, b3, out3):
 def matmul(a, b):
     """NumPy's ``a @ b``: 1-D operands are promoted and the added dimension removed, batch
     dimensions broadcast."""
-    _cpu_only("matmul", a=a, b=b)
-    check_array(a, "a", min_ndim=1)
-    check_array(b, "b", min_ndim=1)
+    kind = backend(a=a, b=b)
+    check_array(a, "a", min_ndim=1, accepted=_accepted(kind))
+    check_array(b, "b", min_ndim=1, accepted=_accepted(kind))
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     m, k = a2.shape[-2:]
@@ -131,6 +141,8 @@ def matmul(a, b):
         batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of a {_shape(a)} and b {_shape(b)} do not broadcast") from None
+    if kind == "cuda":
+        return _cuda.matmul(a, b)
     out = np.empty(batch + (m, n), np.float32)
     if b2.ndim == 2 and out.size:
         # (..., m, k) @ (k, n): one big GEMM over all rows of a when they are evenly strided.
@@ -152,15 +164,17 @@ def matmul(a, b):
 
 def matmul_backward(grad_out, a, b):
     """Gradients (grad_a, grad_b) of matmul, summed over broadcast batch dimensions."""
-    _cpu_only("matmul_backward", grad_out=grad_out, a=a, b=b)
-    check_array(grad_out, "grad_out")
-    check_array(a, "a", min_ndim=1)
-    check_array(b, "b", min_ndim=1)
+    kind = backend(grad_out=grad_out, a=a, b=b)
+    check_array(grad_out, "grad_out", accepted=_accepted(kind))
+    check_array(a, "a", min_ndim=1, accepted=_accepted(kind))
+    check_array(b, "b", min_ndim=1, accepted=_accepted(kind))
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     expected = matmul_shape(a, b)
     if _shape(grad_out) != expected:
         raise ValueError(f"matmul_backward: grad_out has shape {_shape(grad_out)}, expected {expected}")
+    if kind == "cuda":
+        return _cuda.matmul_backward(grad_out, a, b)
     g = np.asarray(grad_out)
     if a.ndim == 1:
         g = np.expand_dims(g, -2 if b.ndim > 1 else 0)
@@ -182,16 +196,16 @@ def matmul_shape(a, b):
     return shape
 
 
-def _check_linear(x, weight, bias, activation):
-    check_array(x, "x", min_ndim=1)
-    check_array(weight, "weight", ndim=2)
+def _check_linear(x, weight, bias, activation, accepted=F32):
+    check_array(x, "x", min_ndim=1, accepted=accepted)
+    check_array(weight, "weight", ndim=2, accepted=accepted)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"linear: x has {x.shape[-1]} input features (shape {_shape(x)}) but weight expects "
             f"{weight.shape[1]} (shape {_shape(weight)})"
         )
     if bias is not None:
-        check_array(bias, "bias", ndim=1)
+        check_array(bias, "bias", ndim=1, accepted=accepted)
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"bias: shape {_shape(bias)} does not match weight's {weight.shape[0]} output features")
     if activation not in _ACTIVATIONS:
@@ -205,8 +219,10 @@ def linear(x, weight, bias=None, activation=None):
         and x.shape[-1] == weight.shape[1] and activation in _ACTIVATIONS \
         and (bias is None or (bias.ndim == 1 and bias.shape[0] == weight.shape[0]))
     if not fast:
-        _cpu_only("linear", x=x, weight=weight, bias=bias)
-        _check_linear(x, weight, bias, activation)
+        kind = backend(x=x, weight=weight, bias=bias)
+        _check_linear(x, weight, bias, activation, _accepted(kind))
+        if kind == "cuda":
+            return _cuda.linear(x, weight, bias, activation)
     n_out, n_in = weight.shape
     rows = _rows(x, n_in)
     out = np.empty(rows.shape[:1] + (n_out,), np.float32)
@@ -221,16 +237,18 @@ def linear_backward(grad_out, x, weight, bias=None, activation=None, *, y=None):
 
     With an activation, pass the forward output y when activation is relu, tanh or sigmoid to
     skip recomputing the pre-activation; gelu always recomputes it."""
-    _cpu_only("linear_backward", grad_out=grad_out, x=x, weight=weight, bias=bias, y=y)
-    _check_linear(x, weight, bias, activation)
-    check_array(grad_out, "grad_out")
+    kind = backend(grad_out=grad_out, x=x, weight=weight, bias=bias, y=y)
+    _check_linear(x, weight, bias, activation, _accepted(kind))
+    check_array(grad_out, "grad_out", accepted=_accepted(kind))
     n_out, n_in = weight.shape
     expected = _shape(x)[:-1] + (n_out,)
     if _shape(grad_out) != expected:
         raise ValueError(f"linear_backward: grad_out has shape {_shape(grad_out)}, expected {expected}")
     if y is not None:
-        check_array(y, "y")
+        check_array(y, "y", accepted=_accepted(kind))
         _check_same_shape(y, grad_out, "y", "grad_out")
+    if kind == "cuda":
+        return _cuda.linear_backward(grad_out, x, weight, bias, activation, y=y)
     rows = _rows(x, n_in)
     g = _rows(grad_out, n_out)
     if activation is not None:

@@ -25,8 +25,8 @@ import math
 
 import numpy as np
 
-from .. import _core
-from .._arrays import backend, check_array, check_int_array, contiguous, empty
+from .. import _core, _cuda
+from .._arrays import backend, check_array, check_int_array, contiguous, empty, xp_of
 
 __all__ = [
     "binary_cross_entropy",
@@ -42,11 +42,6 @@ __all__ = [
 # Codes shared with csrc/loss/loss.h (PointwiseLoss).
 _MSE, _BCE, _BCE_LOGITS = range(3)
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def _cpu_only(op, **arrays):
-    if backend(**arrays) == "cuda":
-        raise NotImplementedError(f"{op}: no CUDA kernel yet; move the arrays to the CPU (cupy.asnumpy)")
 
 
 def _check_reduction(reduction):
@@ -74,12 +69,14 @@ def _reduce(total, count, reduction):
 
 
 def _pointwise(code, op, input, target, reduction):
-    _cpu_only(op, input=input, target=target)
+    kind = backend(input=input, target=target)
     check_array(input, "input")
     check_array(target, "target")
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"target: shape {tuple(target.shape)} differs from input shape {tuple(input.shape)}")
     _check_reduction(reduction)
+    if kind == "cuda":
+        return getattr(_cuda, op)(input, target, reduction)
     # reshape: keep a 0-d input 0-d (ascontiguousarray makes it 1-d)
     x, t = contiguous(input).reshape(input.shape), contiguous(target).reshape(input.shape)
     out = empty(x.shape, x) if reduction == "none" else None
@@ -88,7 +85,7 @@ def _pointwise(code, op, input, target, reduction):
 
 
 def _pointwise_backward(code, op, grad_out, input, target, reduction):
-    _cpu_only(op, grad_out=grad_out if hasattr(grad_out, "shape") else None, input=input, target=target)
+    kind = backend(grad_out=grad_out if hasattr(grad_out, "shape") else None, input=input, target=target)
     check_array(input, "input")
     check_array(target, "target")
     if tuple(target.shape) != tuple(input.shape):
@@ -105,8 +102,12 @@ def _pointwise_backward(code, op, grad_out, input, target, reduction):
         g = contiguous(grad_out).reshape(x.shape)
     else:
         gscale = _scalar_grad(grad_out)
+        if kind == "cuda":  # (the kernel applies the mean's 1/n itself)
+            return getattr(_cuda, op)(gscale, input, target, reduction)
         if reduction == "mean" and x.size:
             gscale /= x.size
+    if kind == "cuda":
+        return getattr(_cuda, op)(g, input, target, reduction)
     gx = empty(x.shape, x)
     _core.pointwise_loss_backward(code, x, t, g, gscale, gx)
     return gx
@@ -159,14 +160,16 @@ def _ce_args(input, target, reduction, label_smoothing, ignore_index):
         raise TypeError(f"ignore_index: expected an int, got {type(ignore_index).__name__}")
     n, c = int(input.shape[0]), int(input.shape[1])
     s = int(np.prod(input.shape[2:], dtype=np.int64)) if input.ndim > 2 else 1
-    t = np.ascontiguousarray(target, dtype=np.int64)
+    t = xp_of(target).ascontiguousarray(target, dtype=np.int64)
     return contiguous(input), t, n, c, s, float(label_smoothing), int(ignore_index)
 
 
 def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
     """Softmax cross-entropy of logits (N, C, d...) against class indices (N, d...)."""
-    _cpu_only("cross_entropy", input=input, target=target)
+    kind = backend(input=input, target=target)
     x, t, n, c, s, eps, ign = _ce_args(input, target, reduction, label_smoothing, ignore_index)
+    if kind == "cuda":
+        return _cuda.cross_entropy(x, t, reduction, eps, ign)
     out = np.empty(t.shape, np.float32) if reduction == "none" else None
     total, count = _core.cross_entropy(x, t, n, c, s, eps, ign, out)
     return out if reduction == "none" else _reduce(total, count, reduction)
@@ -174,8 +177,7 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, ignore_i
 
 def cross_entropy_backward(grad_out, input, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
     """Gradient of cross_entropy w.r.t. the logits: grad * (softmax - smoothed one-hot)."""
-    _cpu_only("cross_entropy_backward", grad_out=grad_out if hasattr(grad_out, "shape") else None, input=input,
-              target=target)
+    kind = backend(grad_out=grad_out if hasattr(grad_out, "shape") else None, input=input, target=target)
     x, t, n, c, s, eps, ign = _ce_args(input, target, reduction, label_smoothing, ignore_index)
     g, gscale = None, 0.0
     if reduction == "none":
@@ -186,9 +188,13 @@ def cross_entropy_backward(grad_out, input, target, reduction="mean", label_smoo
         g = contiguous(grad_out)
     else:
         gscale = _scalar_grad(grad_out)
+        if kind == "cuda":  # (the kernel counts the non-ignored targets itself)
+            return _cuda.cross_entropy_backward(gscale, x, t, reduction, eps, ign)
         if reduction == "mean":
             count = int(np.count_nonzero(t != ign))
             gscale = gscale / count if count else 0.0
+    if kind == "cuda":
+        return _cuda.cross_entropy_backward(g, x, t, reduction, eps, ign)
     grad = empty(x.shape, x)
     _core.cross_entropy_backward(x, t, n, c, s, eps, ign, g, gscale, grad)
     return grad

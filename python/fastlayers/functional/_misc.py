@@ -20,15 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core, _random
-from .._arrays import backend, check_array, check_int_array, contiguous, empty
+from .. import _core, _cuda, _random
+from .._arrays import backend, check_array, check_int_array, contiguous, empty, xp_of
 
 __all__ = ["dropout", "dropout_backward", "embedding", "embedding_backward"]
-
-
-def _cpu_only(op, **arrays):
-    if backend(**arrays) == "cuda":
-        raise NotImplementedError(f"{op}: no CUDA kernel yet; move the arrays to the CPU (cupy.asnumpy)")
 
 
 def _check_p(p):
@@ -46,7 +41,7 @@ def _scale(p):
 
 def dropout(x, p=0.5, training=True, seed=None):
     """(x * mask / (1 - p), mask) with mask ~ Bernoulli(1 - p); see the module docstring."""
-    _cpu_only("dropout", x=x)
+    kind = backend(x=x)
     check_array(x, "x")
     p = _check_p(p)
     x = contiguous(x).reshape(x.shape)  # reshape: keep a 0-d x 0-d
@@ -56,6 +51,8 @@ def dropout(x, p=0.5, training=True, seed=None):
         seed = int(_random.generator().integers(0, 2**63))
     elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: expected an int or None, got {type(seed).__name__}")
+    if kind == "cuda":
+        return _cuda.dropout(x, p, training, seed)
     y = empty(x.shape, x)
     mask = np.empty(x.shape, np.bool_)
     if x.size:
@@ -65,7 +62,7 @@ def dropout(x, p=0.5, training=True, seed=None):
 
 def dropout_backward(grad_out, mask, p=0.5, training=True):
     """grad_out * mask / (1 - p) (a copy of grad_out when not training)."""
-    _cpu_only("dropout_backward", grad_out=grad_out, mask=mask)
+    kind = backend(grad_out=grad_out, mask=mask)
     check_array(grad_out, "grad_out")
     p = _check_p(p)
     g = contiguous(grad_out).reshape(grad_out.shape)
@@ -73,11 +70,13 @@ def dropout_backward(grad_out, mask, p=0.5, training=True):
         return g.copy()
     if mask is None:
         raise ValueError("mask: required when training=True (the mask returned by dropout)")
-    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+    if (kind == "cpu" and not isinstance(mask, np.ndarray)) or mask.dtype != np.bool_:
         raise TypeError(f"mask: expected the bool array returned by dropout, got "
                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
     if tuple(mask.shape) != tuple(g.shape):
         raise ValueError(f"mask: shape {tuple(mask.shape)} differs from grad_out shape {tuple(g.shape)}")
+    if kind == "cuda":
+        return _cuda.dropout_backward(grad_out, mask, p, training)
     gx = empty(g.shape, g)
     if g.size:
         _core.dropout_backward(g, np.ascontiguousarray(mask).reshape(mask.shape), gx, float(_scale(p)))
@@ -97,13 +96,15 @@ def _check_embedding(indices, weight, padding_idx):
     if indices.dtype == np.uint64 and indices.size and int(indices.max()) >= 2**63:
         bad = int(indices.max())
         raise ValueError(f"indices: index {bad} is out of range for weight with {v} rows (valid: 0 to {v - 1})")
-    return np.asarray(indices, dtype=np.int64, order="C"), padding_idx  # keeps 0-d (ascontiguousarray would not)
+    return xp_of(indices).asarray(indices, dtype=np.int64, order="C"), padding_idx  # keeps 0-d (ascontiguousarray would not)
 
 
 def embedding(indices, weight, padding_idx=None):
     """weight[indices]: rows of weight (V, D) gathered into indices.shape + (D,)."""
-    _cpu_only("embedding", indices=indices, weight=weight)
+    kind = backend(indices=indices, weight=weight)
     idx, _ = _check_embedding(indices, weight, padding_idx)
+    if kind == "cuda":
+        return _cuda.embedding(idx, weight, padding_idx)
     v, d = (int(s) for s in weight.shape)
     w = contiguous(weight)
     out = empty(tuple(idx.shape) + (d,), w)
@@ -114,7 +115,7 @@ def embedding(indices, weight, padding_idx=None):
 
 def embedding_backward(grad_out, indices, weight, padding_idx=None):
     """(grad_weight,): grad_out's rows scatter-added into the rows indices point at."""
-    _cpu_only("embedding_backward", grad_out=grad_out, indices=indices, weight=weight)
+    kind = backend(grad_out=grad_out, indices=indices, weight=weight)
     idx, padding_idx = _check_embedding(indices, weight, padding_idx)
     check_array(grad_out, "grad_out")
     v, d = (int(s) for s in weight.shape)
@@ -122,6 +123,8 @@ def embedding_backward(grad_out, indices, weight, padding_idx=None):
     if tuple(grad_out.shape) != want:
         raise ValueError(f"grad_out: expected shape {want} (indices shape + (embedding_dim,)), "
                          f"got {tuple(grad_out.shape)}")
+    if kind == "cuda":
+        return _cuda.embedding_backward(grad_out, idx, weight, padding_idx)
     gw = np.empty((v, d), np.float32)
     _core.embedding_backward(contiguous(grad_out), idx, gw, v, d)
     if padding_idx is not None:

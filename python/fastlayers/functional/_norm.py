@@ -34,15 +34,10 @@ import math
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _cuda
 from .._arrays import backend, check_array, contiguous, empty
 
 __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward"]
-
-
-def _cpu_only(op, **arrays):
-    if backend(**arrays) == "cuda":
-        raise NotImplementedError(f"{op}: no CUDA kernel yet; move the arrays to the CPU (cupy.asnumpy)")
 
 
 def _channel_vec(v, name, c):
@@ -73,7 +68,7 @@ def _bn_dims(x):
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
                return_stats=False):
     """Batch normalisation over (N, C, *spatial); see the module docstring."""
-    _cpu_only("batch_norm", x=x, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    kind = backend(x=x, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     n, c, s = _bn_dims(x)
     momentum, eps = _float(momentum, "momentum"), _float(eps, "eps")
     if eps < 0:
@@ -90,11 +85,13 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         check_array(r, name)
         if tuple(r.shape) != (c,):
             raise ValueError(f"{name}: expected shape ({c},) (one value per channel), got {tuple(r.shape)}")
-        if training and not r.flags.writeable:
+        if training and not getattr(r.flags, "writeable", True):  # (CuPy arrays have no such flag)
             raise ValueError(f"{name}: is read-only, but training=True updates it in place")
         stats[name] = r
     if training and n * s == 1:
         raise ValueError(f"x: expected more than 1 value per channel when training, got input shape {tuple(x.shape)}")
+    if kind == "cuda":
+        return _cuda.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, return_stats)
     x = contiguous(x)
     y = empty(x.shape, x)
     mean, invstd = np.empty(c, np.float32), np.empty(c, np.float32)
@@ -114,7 +111,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, momentum=0.1, eps=1e-5, *, has_bias=None):
     """Gradients of batch_norm: (grad_x, grad_weight, grad_bias); see the module docstring."""
-    _cpu_only("batch_norm_backward", grad_out=grad_out, x=x, weight=weight, mean=mean, invstd=invstd)
+    kind = backend(grad_out=grad_out, x=x, weight=weight, mean=mean, invstd=invstd)
     n, c, s = _bn_dims(x)
     check_array(grad_out, "grad_out")
     if tuple(grad_out.shape) != tuple(x.shape):
@@ -126,6 +123,8 @@ def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, moment
     invstd = _channel_vec(invstd, "invstd", c)
     if has_bias is None:
         has_bias = weight is not None
+    if kind == "cuda":
+        return _cuda.batch_norm_backward(grad_out, x, weight, mean, invstd, training, momentum, eps, has_bias=has_bias)
     g, x = contiguous(grad_out), contiguous(x)
     gx = empty(x.shape, x)
     gw = np.empty(c, np.float32) if weight is not None else None
@@ -160,12 +159,14 @@ def _ln_param(v, name, ns):
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, return_stats=False):
     """Layer normalisation over the trailing normalized_shape dims; see the module docstring."""
-    _cpu_only("layer_norm", x=x, weight=weight, bias=bias)
+    kind = backend(x=x, weight=weight, bias=bias)
     ns, lead, d = _ln_dims(x, normalized_shape)
     eps = _float(eps, "eps")
     if eps < 0:
         raise ValueError(f"eps: expected >= 0, got {eps}")
     weight, bias = _ln_param(weight, "weight", ns), _ln_param(bias, "bias", ns)
+    if kind == "cuda":
+        return _cuda.layer_norm(x, ns, weight, bias, eps, return_stats)
     x = contiguous(x)
     y = empty(x.shape, x)
     rows = int(np.prod(lead, dtype=np.int64))
@@ -177,7 +178,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, return_sta
 
 def layer_norm_backward(grad_out, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, mean=None, rstd=None):
     """Gradients of layer_norm: (grad_x, grad_weight, grad_bias); see the module docstring."""
-    _cpu_only("layer_norm_backward", grad_out=grad_out, x=x, weight=weight, bias=bias, mean=mean, rstd=rstd)
+    kind = backend(grad_out=grad_out, x=x, weight=weight, bias=bias, mean=mean, rstd=rstd)
     ns, lead, d = _ln_dims(x, normalized_shape)
     check_array(grad_out, "grad_out")
     if tuple(grad_out.shape) != tuple(x.shape):
@@ -185,12 +186,16 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight=None, bias=None, e
     weight, bias = _ln_param(weight, "weight", ns), _ln_param(bias, "bias", ns)
     if (mean is None) != (rstd is None):
         raise ValueError("mean, rstd: pass both (from layer_norm(..., return_stats=True)) or neither")
+    if mean is None and kind == "cuda":  # (the kernel recomputes the statistics)
+        return _cuda.layer_norm_backward(grad_out, x, ns, weight, bias, eps)
     if mean is None:
         _, (mean, rstd) = layer_norm(x, ns, None, None, eps, return_stats=True)
     for name, v in (("mean", mean), ("rstd", rstd)):
         check_array(v, name)
         if tuple(v.shape) != lead:
             raise ValueError(f"{name}: expected shape {lead} (x shape without normalized_shape), got {tuple(v.shape)}")
+    if kind == "cuda":
+        return _cuda.layer_norm_backward(grad_out, x, ns, weight, bias, eps, mean=mean, rstd=rstd)
     mean, rstd = contiguous(mean), contiguous(rstd)
     g, x = contiguous(grad_out), contiguous(x)
     rows = int(np.prod(lead, dtype=np.int64))

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
-from .._arrays import backend, check_array, check_int_array, contiguous, pair
+from .. import _core, _cuda
+from .._arrays import backend, check_array, check_int_array, contiguous, pair, xp_of
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "upsample_nearest2d",
     "max_pool2d_backward", "avg_pool2d_backward", "adaptive_avg_pool2d_backward",
     "adaptive_max_pool2d_backward", "upsample_nearest2d_backward",
 ]
-
-
-def _cpu_only(name, **arrays):
-    if backend(**arrays) == "cuda":
-        raise NotImplementedError(f"{name}: no CUDA kernel for this op yet; pass NumPy arrays (cupy.asnumpy)")
 
 
 def _shape(a):
@@ -90,15 +85,17 @@ def _check_indices(indices, expected):
     check_int_array(indices, "indices")
     if _shape(indices) != tuple(expected):
         raise ValueError(f"indices: shape {_shape(indices)} does not match the forward output shape {tuple(expected)}")
-    return np.ascontiguousarray(indices, dtype=np.int64)
+    return xp_of(indices).ascontiguousarray(indices, dtype=np.int64)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max pooling; stride defaults to kernel_size. With return_indices, also the int64 flat
     in-plane offsets of the maxima (PyTorch's layout)."""
-    _cpu_only("max_pool2d", x=x)
+    kind = backend(x=x)
     x4, sq = _as4d(x)
     k, s, p, d, (oh, ow) = _window(x4, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
+    if kind == "cuda":
+        return _cuda.max_pool2d(x, k, s, p, d, ceil_mode, return_indices)
     y = np.empty(x4.shape[:2] + (oh, ow), np.float32)
     idx = np.empty(y.shape, np.int64) if return_indices else None
     if y.size:
@@ -111,12 +108,14 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 def max_pool2d_backward(grad_out, x, indices, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                         return_indices=False):
     """grad_x of max_pool2d: grad_out summed into the positions the forward's indices name."""
-    _cpu_only("max_pool2d_backward", grad_out=grad_out, x=x, indices=indices)
+    kind = backend(grad_out=grad_out, x=x, indices=indices)
     x4, sq = _as4d(x)
-    _, _, _, _, (oh, ow) = _window(x4, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
+    k, s, p, d, (oh, ow) = _window(x4, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     out_shape = x.shape[:-2] + (oh, ow)
     g = _check_grad(grad_out, out_shape).reshape(x4.shape[:2] + (oh, ow))
     ix = _check_indices(indices, out_shape).reshape(g.shape)
+    if kind == "cuda":
+        return _cuda.max_pool2d_backward(grad_out, x, ix.reshape(out_shape), k, s, p, d, ceil_mode)
     gx = np.empty(x4.shape, np.float32)
     if gx.size:
         _core.max_pool2d_backward(g, ix, gx)
@@ -125,9 +124,11 @@ def max_pool2d_backward(grad_out, x, indices, kernel_size, stride=None, padding=
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """Average pooling; count_include_pad divides by the window clipped to the padded input."""
-    _cpu_only("avg_pool2d", x=x)
+    kind = backend(x=x)
     x4, sq = _as4d(x)
     k, s, p, _, (oh, ow) = _window(x4, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
+    if kind == "cuda":
+        return _cuda.avg_pool2d(x, k, s, p, ceil_mode, count_include_pad)
     y = np.empty(x4.shape[:2] + (oh, ow), np.float32)
     if y.size:
         _core.avg_pool2d_forward(x4, y, k[0], k[1], s[0], s[1], p[0], p[1], bool(count_include_pad))
@@ -136,10 +137,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """grad_x of avg_pool2d."""
-    _cpu_only("avg_pool2d_backward", grad_out=grad_out, x=x)
+    kind = backend(grad_out=grad_out, x=x)
     x4, sq = _as4d(x)
     k, s, p, _, (oh, ow) = _window(x4, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
     g = _check_grad(grad_out, x.shape[:-2] + (oh, ow)).reshape(x4.shape[:2] + (oh, ow))
+    if kind == "cuda":
+        return _cuda.avg_pool2d_backward(grad_out, x, k, s, p, ceil_mode, count_include_pad)
     gx = np.empty(x4.shape, np.float32)
     if gx.size:
         _core.avg_pool2d_backward(g, gx, k[0], k[1], s[0], s[1], p[0], p[1], bool(count_include_pad))
@@ -161,9 +164,11 @@ def _adaptive_size(x, output_size):
 
 def adaptive_avg_pool2d(x, output_size):
     """Average over the windows [floor(i*H/OH), ceil((i+1)*H/OH)); output_size=1 is global pooling."""
-    _cpu_only("adaptive_avg_pool2d", x=x)
+    kind = backend(x=x)
     x4, sq = _as4d(x)
     oh, ow = _adaptive_size(x4, output_size)
+    if kind == "cuda":
+        return _cuda.adaptive_avg_pool2d(x, (oh, ow))
     y = np.empty(x4.shape[:2] + (oh, ow), np.float32)
     if y.size:
         _core.adaptive_avg_pool2d_forward(x4, y)
@@ -172,10 +177,12 @@ def adaptive_avg_pool2d(x, output_size):
 
 def adaptive_avg_pool2d_backward(grad_out, x, output_size):
     """grad_x of adaptive_avg_pool2d."""
-    _cpu_only("adaptive_avg_pool2d_backward", grad_out=grad_out, x=x)
+    kind = backend(grad_out=grad_out, x=x)
     x4, sq = _as4d(x)
     oh, ow = _adaptive_size(x4, output_size)
     g = _check_grad(grad_out, x.shape[:-2] + (oh, ow)).reshape(x4.shape[:2] + (oh, ow))
+    if kind == "cuda":
+        return _cuda.adaptive_avg_pool2d_backward(grad_out, x, (oh, ow))
     gx = np.empty(x4.shape, np.float32)
     if gx.size:
         _core.adaptive_avg_pool2d_backward(g, gx)
@@ -184,9 +191,11 @@ def adaptive_avg_pool2d_backward(grad_out, x, output_size):
 
 def adaptive_max_pool2d(x, output_size, return_indices=False):
     """Max over the adaptive windows; indices as max_pool2d's."""
-    _cpu_only("adaptive_max_pool2d", x=x)
+    kind = backend(x=x)
     x4, sq = _as4d(x)
     oh, ow = _adaptive_size(x4, output_size)
+    if kind == "cuda":
+        return _cuda.adaptive_max_pool2d(x, (oh, ow), return_indices)
     y = np.empty(x4.shape[:2] + (oh, ow), np.float32)
     idx = np.empty(y.shape, np.int64) if return_indices else None
     if y.size:
@@ -198,12 +207,14 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
 
 def adaptive_max_pool2d_backward(grad_out, x, indices, output_size, return_indices=False):
     """grad_x of adaptive_max_pool2d (indices from the forward with return_indices=True)."""
-    _cpu_only("adaptive_max_pool2d_backward", grad_out=grad_out, x=x, indices=indices)
+    kind = backend(grad_out=grad_out, x=x, indices=indices)
     x4, sq = _as4d(x)
     oh, ow = _adaptive_size(x4, output_size)
     out_shape = x.shape[:-2] + (oh, ow)
     g = _check_grad(grad_out, out_shape).reshape(x4.shape[:2] + (oh, ow))
     ix = _check_indices(indices, out_shape).reshape(g.shape)
+    if kind == "cuda":
+        return _cuda.adaptive_max_pool2d_backward(grad_out, x, ix.reshape(out_shape), (oh, ow))
     gx = np.empty(x4.shape, np.float32)
     if gx.size:
         _core.max_pool2d_backward(g, ix, gx)
@@ -221,9 +232,11 @@ def _scale(scale_factor):
 
 def upsample_nearest2d(x, scale_factor):
     """Nearest-neighbour upsampling by an integer factor (or pair): y[.., i, j] = x[.., i // sh, j // sw]."""
-    _cpu_only("upsample_nearest2d", x=x)
+    kind = backend(x=x)
     x4, sq = _as4d(x)
     sh, sw = _scale(scale_factor)
+    if kind == "cuda":
+        return _cuda.upsample_nearest2d(x, (sh, sw))
     y = np.empty(x4.shape[:2] + (x4.shape[2] * sh, x4.shape[3] * sw), np.float32)
     if y.size:
         _core.upsample_nearest2d_forward(x4, y)
@@ -232,11 +245,13 @@ def upsample_nearest2d(x, scale_factor):
 
 def upsample_nearest2d_backward(grad_out, x, scale_factor):
     """grad_x of upsample_nearest2d: each sh x sw block of grad_out summed."""
-    _cpu_only("upsample_nearest2d_backward", grad_out=grad_out, x=x)
+    kind = backend(grad_out=grad_out, x=x)
     x4, sq = _as4d(x)
     sh, sw = _scale(scale_factor)
     out_shape = x.shape[:-2] + (x.shape[-2] * sh, x.shape[-1] * sw)
     g = _check_grad(grad_out, out_shape).reshape(x4.shape[:2] + out_shape[-2:])
+    if kind == "cuda":
+        return _cuda.upsample_nearest2d_backward(grad_out, x, (sh, sw))
     gx = np.empty(x4.shape, np.float32)
     if gx.size:
         _core.upsample_nearest2d_backward(g, gx)
