@@ -670,6 +670,199 @@ def test_kernels_run_on_the_current_stream(cp, rng):
     assert_close(_host(y), np.maximum(f64(a) @ f64(b), 0))
 
 
+# ---- validation: a CuPy input gets the very error a NumPy input gets -------------------------
+def _error_of(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - the point is to compare whatever is raised
+        return type(e), str(e)
+    return None, None
+
+
+# (id, call): call(a, i) makes the bad call; a(shape, dtype="float32") builds a float array and
+# i(values) an int64 array on the device under test (NumPy or CuPy).
+VALIDATION_CASES = [
+    ("gemm-float64", lambda a, i: F.gemm(a((2, 3), "float64"), a((3, 2)))),
+    ("gemm-int", lambda a, i: F.gemm(a((2, 3)), i([[1, 2], [3, 4], [5, 6]]))),
+    ("gemm-rank", lambda a, i: F.gemm(a((2, 3, 1)), a((3, 2)))),
+    ("gemm-inner", lambda a, i: F.gemm(a((2, 3)), a((4, 2)))),
+    ("gemm-inner-trans", lambda a, i: F.gemm(a((2, 3)), a((4, 2)), trans_a=True)),
+    ("gemm-c-broadcast", lambda a, i: F.gemm(a((2, 3)), a((3, 4)), a((3,)), beta=1.0)),
+    ("gemm-c-rank", lambda a, i: F.gemm(a((2, 3)), a((3, 4)), a((1, 2, 4)), beta=1.0)),
+    ("gemm-c-dtype", lambda a, i: F.gemm(a((2, 3)), a((3, 4)), a((4,), "float64"), beta=1.0)),
+    ("gemm_backward-grad", lambda a, i: F.gemm_backward(a((3, 3)), a((2, 3)), a((3, 4)))),
+    ("gemm_backward-rank", lambda a, i: F.gemm_backward(a((2,)), a((2, 3)), a((3, 4)))),
+    ("matmul-inner", lambda a, i: F.matmul(a((2, 3)), a((4, 5)))),
+    ("matmul-batch", lambda a, i: F.matmul(a((2, 2, 3)), a((3, 3, 4)))),
+    ("matmul-0d", lambda a, i: F.matmul(a(()), a((3,)))),
+    ("matmul-float64", lambda a, i: F.matmul(a((2, 3)), a((3, 4), "float64"))),
+    ("matmul_backward-grad", lambda a, i: F.matmul_backward(a((2, 5)), a((2, 3)), a((3, 4)))),
+    ("linear-features", lambda a, i: F.linear(a((2, 3)), a((4, 5)))),
+    ("linear-weight-rank", lambda a, i: F.linear(a((2, 3)), a((3,)))),
+    ("linear-bias", lambda a, i: F.linear(a((2, 3)), a((4, 3)), a((5,)))),
+    ("linear-activation", lambda a, i: F.linear(a((2, 3)), a((4, 3)), None, "swish")),
+    ("linear-int", lambda a, i: F.linear(i([[1, 2, 3]]), a((4, 3)))),
+    ("linear_backward-grad", lambda a, i: F.linear_backward(a((2, 5)), a((2, 3)), a((4, 3)))),
+    ("linear_backward-y", lambda a, i: F.linear_backward(a((2, 4)), a((2, 3)), a((4, 3)), None, "relu",
+                                                         y=a((2, 5)))),
+    ("relu-float16", lambda a, i: F.relu(a((4,), "float16"))),
+    ("relu-float64", lambda a, i: F.relu(a((4,), "float64"))),
+    ("relu_backward-shape", lambda a, i: F.relu_backward(a((4,)), a((5,)))),
+    ("gelu-approximate", lambda a, i: F.gelu(a((4,)), approximate="fast")),
+    ("softmax-axis", lambda a, i: F.softmax(a((2, 3)), axis=2)),
+    ("softmax-axis-type", lambda a, i: F.softmax(a((2, 3)), axis=1.5)),
+    ("softmax-float16", lambda a, i: F.softmax(a((2, 3), "float16"))),
+    ("log_softmax-float64", lambda a, i: F.log_softmax(a((2, 3), "float64"))),
+    ("softmax_backward-shape", lambda a, i: F.softmax_backward(a((2, 4)), a((2, 3)))),
+    ("softmax_backward-y", lambda a, i: F.softmax_backward(a((2, 3)), a((2, 3)), y=a((3, 2)))),
+    ("log_softmax_backward-axis", lambda a, i: F.log_softmax_backward(a((2, 3)), a((2, 3)), axis=-3)),
+    ("layer_norm-shape", lambda a, i: F.layer_norm(a((2, 3)), (4,))),
+    ("layer_norm-shape-type", lambda a, i: F.layer_norm(a((2, 3)), 1.5)),
+    ("layer_norm-weight", lambda a, i: F.layer_norm(a((2, 3)), 3, a((4,)))),
+    ("layer_norm-eps", lambda a, i: F.layer_norm(a((2, 3)), 3, eps=-1.0)),
+    ("layer_norm-eps-type", lambda a, i: F.layer_norm(a((2, 3)), 3, eps="small")),
+    ("layer_norm-float64", lambda a, i: F.layer_norm(a((2, 3), "float64"), 3)),
+    ("layer_norm_backward-grad", lambda a, i: F.layer_norm_backward(a((2, 4)), a((2, 3)), 3)),
+    ("layer_norm_backward-mean-only", lambda a, i: F.layer_norm_backward(a((2, 3)), a((2, 3)), 3, mean=a((2,)))),
+    ("layer_norm_backward-rstd-shape", lambda a, i: F.layer_norm_backward(a((2, 3)), a((2, 3)), 3, mean=a((2,)),
+                                                                          rstd=a((3,)))),
+    ("batch_norm-rank", lambda a, i: F.batch_norm(a((4,)), a((4,)), a((4,)))),
+    ("batch_norm-weight", lambda a, i: F.batch_norm(a((2, 3)), a((3,)), a((3,)), a((4,)))),
+    ("batch_norm-running-shape", lambda a, i: F.batch_norm(a((2, 3)), a((2,)), a((3,)))),
+    ("batch_norm-eval-no-stats", lambda a, i: F.batch_norm(a((2, 3)), None, None)),
+    ("batch_norm-one-value", lambda a, i: F.batch_norm(a((1, 3)), None, None, training=True)),
+    ("batch_norm-momentum", lambda a, i: F.batch_norm(a((2, 3)), None, None, training=True, momentum="x")),
+    ("batch_norm-eps", lambda a, i: F.batch_norm(a((2, 3)), None, None, training=True, eps=-1.0)),
+    ("batch_norm-float64", lambda a, i: F.batch_norm(a((2, 3), "float64"), None, None, training=True)),
+    ("batch_norm_backward-grad", lambda a, i: F.batch_norm_backward(a((2, 4)), a((2, 3)), None, a((3,)), a((3,)))),
+    ("batch_norm_backward-no-stats", lambda a, i: F.batch_norm_backward(a((2, 3)), a((2, 3)), None, None, None)),
+    ("batch_norm_backward-invstd", lambda a, i: F.batch_norm_backward(a((2, 3)), a((2, 3)), None, a((3,)),
+                                                                      a((2,)))),
+    ("dropout-p", lambda a, i: F.dropout(a((4,)), 1.5)),
+    ("dropout-p-type", lambda a, i: F.dropout(a((4,)), "half")),
+    ("dropout-seed", lambda a, i: F.dropout(a((4,)), 0.5, seed=1.5)),
+    ("dropout-float64", lambda a, i: F.dropout(a((4,), "float64"))),
+    ("dropout_backward-no-mask", lambda a, i: F.dropout_backward(a((4,)), None, 0.5)),
+    ("dropout_backward-mask-dtype", lambda a, i: F.dropout_backward(a((4,)), a((4,)), 0.5)),
+    ("dropout_backward-mask-shape", lambda a, i: F.dropout_backward(a((4,)), a((5,), "bool"), 0.5)),
+    ("embedding-float-indices", lambda a, i: F.embedding(a((3,)), a((5, 2)))),
+    ("embedding-weight-rank", lambda a, i: F.embedding(i([0, 1]), a((5,)))),
+    ("embedding-range", lambda a, i: F.embedding(i([0, 5]), a((5, 2)))),
+    ("embedding-negative", lambda a, i: F.embedding(i([-1, 0]), a((5, 2)))),
+    ("embedding-padding", lambda a, i: F.embedding(i([0, 1]), a((5, 2)), padding_idx=7)),
+    ("embedding_backward-grad", lambda a, i: F.embedding_backward(a((2, 3)), i([0, 1]), a((5, 2)))),
+    ("mse_loss-target-shape", lambda a, i: F.mse_loss(a((2, 3)), a((3, 2)))),
+    ("mse_loss-reduction", lambda a, i: F.mse_loss(a((2, 3)), a((2, 3)), "avg")),
+    ("mse_loss-float64", lambda a, i: F.mse_loss(a((2, 3), "float64"), a((2, 3)))),
+    ("mse_loss_backward-grad", lambda a, i: F.mse_loss_backward(a((3, 2)), a((2, 3)), a((2, 3)), "none")),
+    ("mse_loss_backward-scalar", lambda a, i: F.mse_loss_backward(a((2,)), a((2, 3)), a((2, 3)), "mean")),
+    ("mse_loss_backward-bool", lambda a, i: F.mse_loss_backward(True, a((2, 3)), a((2, 3)), "sum")),
+    ("binary_cross_entropy-range", lambda a, i: F.binary_cross_entropy(a((2, 3)) + 1, a((2, 3)))),
+    ("bce_with_logits-target", lambda a, i: F.binary_cross_entropy_with_logits(a((2, 3)), a((2,)))),
+    ("cross_entropy-rank", lambda a, i: F.cross_entropy(a((3,)), i([0]))),
+    ("cross_entropy-target-float", lambda a, i: F.cross_entropy(a((2, 3)), a((2,)))),
+    ("cross_entropy-target-shape", lambda a, i: F.cross_entropy(a((2, 3)), i([0, 1, 2]))),
+    ("cross_entropy-no-class", lambda a, i: F.cross_entropy(a((2, 0)), i([0, 0]))),
+    ("cross_entropy-target-range", lambda a, i: F.cross_entropy(a((2, 3)), i([0, 3]))),
+    ("cross_entropy-smoothing", lambda a, i: F.cross_entropy(a((2, 3)), i([0, 1]), label_smoothing=2.0)),
+    ("cross_entropy-ignore-type", lambda a, i: F.cross_entropy(a((2, 3)), i([0, 1]), ignore_index=1.5)),
+    ("cross_entropy_backward-grad", lambda a, i: F.cross_entropy_backward(a((3,)), a((2, 3)), i([0, 1]), "none")),
+    ("max_pool2d-rank", lambda a, i: F.max_pool2d(a((4, 4)), 2)),
+    ("max_pool2d-kernel", lambda a, i: F.max_pool2d(a((1, 1, 4, 4)), 0)),
+    ("max_pool2d-kernel-type", lambda a, i: F.max_pool2d(a((1, 1, 4, 4)), 2.5)),
+    ("max_pool2d-padding", lambda a, i: F.max_pool2d(a((1, 1, 4, 4)), 2, padding=2)),
+    ("max_pool2d-too-small", lambda a, i: F.max_pool2d(a((1, 1, 3, 3)), 5, padding=2, dilation=2)),
+    ("max_pool2d-float64", lambda a, i: F.max_pool2d(a((1, 1, 4, 4), "float64"), 2)),
+    ("max_pool2d_backward-grad", lambda a, i: F.max_pool2d_backward(a((1, 1, 3, 2)), a((1, 1, 4, 4)),
+                                                                    i(np.zeros((1, 1, 2, 2))), 2)),
+    ("max_pool2d_backward-indices", lambda a, i: F.max_pool2d_backward(a((1, 1, 2, 2)), a((1, 1, 4, 4)),
+                                                                       i(np.zeros((1, 1, 2, 3))), 2)),
+    ("max_pool2d_backward-indices-float", lambda a, i: F.max_pool2d_backward(a((1, 1, 2, 2)), a((1, 1, 4, 4)),
+                                                                             a((1, 1, 2, 2)), 2)),
+    ("avg_pool2d-stride", lambda a, i: F.avg_pool2d(a((1, 1, 4, 4)), 2, stride=-1)),
+    ("avg_pool2d_backward-grad", lambda a, i: F.avg_pool2d_backward(a((1, 2, 2)), a((1, 1, 4, 4)), 2)),
+    ("adaptive_avg_pool2d-size", lambda a, i: F.adaptive_avg_pool2d(a((1, 1, 4, 4)), 0)),
+    ("adaptive_avg_pool2d-empty-plane", lambda a, i: F.adaptive_avg_pool2d(a((1, 1, 0, 4)), 2)),
+    ("adaptive_max_pool2d_backward-indices", lambda a, i: F.adaptive_max_pool2d_backward(
+        a((1, 1, 2, 2)), a((1, 1, 4, 4)), i(np.zeros((1, 1, 2, 1))), 2)),
+    ("upsample_nearest2d-scale", lambda a, i: F.upsample_nearest2d(a((1, 1, 2, 2)), 0)),
+    ("upsample_nearest2d-scale-float", lambda a, i: F.upsample_nearest2d(a((1, 1, 2, 2)), 1.5)),
+    ("upsample_nearest2d_backward-grad", lambda a, i: F.upsample_nearest2d_backward(a((1, 1, 3, 4)),
+                                                                                    a((1, 1, 2, 2)), 2)),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,case", VALIDATION_CASES, ids=[c[0] for c in VALIDATION_CASES])
+def test_cupy_inputs_get_the_numpy_errors(cp, name, case):
+    """Same exception type and message for CuPy inputs as for NumPy ones (the functional layer
+    validates before it dispatches). The one planned difference: gemm/matmul/linear list the
+    half dtypes they accept on CUDA (API.md)."""
+    def makers(xp):
+        return (lambda shape, dtype="float32": xp.asarray(np.full(shape, 0.5, dtype=dtype)),
+                lambda values: xp.asarray(np.asarray(values, dtype=np.int64)))
+
+    cpu = _error_of(case, *makers(np))
+    assert cpu[0] is not None and issubclass(cpu[0], (TypeError, ValueError)), cpu
+    if name.split("-")[0] in ("gemm", "gemm_backward", "matmul", "matmul_backward", "linear", "linear_backward"):
+        cpu = (cpu[0], cpu[1].replace("(accepted: float32)", "(accepted: float32, float16, bfloat16)"))
+    assert _error_of(case, *makers(cp)) == cpu
+
+
+@pytest.mark.gpu
+def test_mixed_numpy_and_cupy_arguments_are_type_errors(cp):
+    a = np.ones((2, 2), np.float32)
+    for call in (lambda: F.gemm(a, cp.asarray(a)), lambda: F.linear(cp.asarray(a), a),
+                 lambda: F.layer_norm(cp.asarray(a), 2, a[0]), lambda: F.mse_loss(a, cp.asarray(a)),
+                 lambda: F.max_pool2d_backward(cp.asarray(a[None, None]), a[None, None],
+                                               cp.asarray(np.zeros((1, 1, 2, 2), np.int64)), 1)):
+        with pytest.raises(TypeError, match="different kinds"):
+            call()
+
+
+@pytest.mark.gpu
+def test_half_precision_only_where_the_api_accepts_it(cp, rng):
+    """float16 (and bfloat16 where CuPy has it) run on the tensor cores for gemm/matmul/linear;
+    every other op takes float32 only, and mixed half/float32 operands are a TypeError."""
+    for dt in _half_dtypes(cp):
+        a = cp.asarray(randn(rng, 8, 16)).astype(dt)
+        b = cp.asarray(randn(rng, 16, 4)).astype(dt)
+        assert str(F.gemm(a, b).dtype) == dt
+        assert str(F.matmul(a, b).dtype) == dt
+        assert str(F.linear(a, b.T).dtype) == dt
+        with pytest.raises(TypeError, match="different dtypes"):
+            F.matmul(a, b.astype(np.float32))
+        for fn in (F.relu, F.softmax, lambda x: F.layer_norm(x, 16), lambda x: F.mse_loss(x, x)):
+            with pytest.raises(TypeError, match=f"dtype {dt} is not supported"):
+                fn(a)
+
+
+@pytest.mark.gpu
+def test_ops_without_cuda_kernels_name_themselves(cp, rng):
+    x = cp.asarray(randn(rng, 1, 2, 5, 5))
+    w = cp.asarray(randn(rng, 3, 2, 3, 3))
+    with pytest.raises(NotImplementedError, match="conv2d"):
+        F.conv2d(x, w)
+    q = cp.asarray(randn(rng, 1, 4, 8))
+    with pytest.raises(NotImplementedError, match="scaled_dot_product_attention"):
+        F.scaled_dot_product_attention(q, q, q)
+
+
+@pytest.mark.gpu
+def test_results_are_device_arrays(cp, rng):
+    """CuPy in, CuPy out (C-contiguous float32), for a sample of every family."""
+    x4 = cp.asarray(randn(rng, 2, 3, 6, 6))
+    x2 = cp.asarray(randn(rng, 5, 7))
+    outs = [F.matmul(x2, x2.T), F.linear(x2, x2), F.softmax(x2), F.layer_norm(x2, 7),
+            F.batch_norm(x4, None, None, training=True), F.dropout(x2, 0.5, seed=3)[0],
+            F.embedding(cp.asarray(np.array([1, 2])), x2), F.mse_loss(x2, x2), F.max_pool2d(x4, 2),
+            F.adaptive_avg_pool2d(x4, 2), F.upsample_nearest2d(x4, 2),
+            F.max_pool2d_backward(cp.ones((2, 3, 3, 3), dtype=np.float32), x4,
+                                  F.max_pool2d(x4, 2, return_indices=True)[1], 2)]
+    for y in outs:
+        assert isinstance(y, cp.ndarray) and y.dtype == np.float32 and y.flags.c_contiguous
+
+
 # ---- always run: the CuPy-side plumbing against NumPy stand-ins -------------------------------
 # _cuda.py's own logic (operand strides and transposes, batch strides and broadcasting, output
 # shapes, the pooling output sizes) checked on the CPU: CuPy is replaced by NumPy and the

@@ -471,9 +471,9 @@ def _indices(indices, limit, name):
     if idx.size:
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= limit:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{name}: index {bad} is out of range for weight with {limit} rows "
-                             f"(valid: 0 to {limit - 1})")
+            pos = int(_cp().flatnonzero((idx < 0) | (idx >= limit))[0])
+            raise ValueError(f"{name}: index {int(idx.ravel()[pos])} at flat position {pos} is out of range for "
+                             f"weight with {limit} rows (valid: 0 to {limit - 1})")
     return idx
 
 
@@ -510,6 +510,11 @@ def _point_loss(kind, input, target, reduction):
     cp = _cp()
     red = _reduction(reduction)
     x, t = _c(input), _c(target)
+    # The CPU kernel's check (NaN counts as outside), done here with one reduction pass: the
+    # kernel itself has no way to raise.
+    if kind == _BCE and x.size and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError("input: binary_cross_entropy expects probabilities in [0, 1]; got a value outside it "
+                         "(use binary_cross_entropy_with_logits for raw scores)")
     if red == 0:
         out = cp.empty(x.shape, dtype=np.float32)
         elem = out
