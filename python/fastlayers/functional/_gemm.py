@@ -70,9 +70,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     else:
         if c is not None:
             check_array(c, "c", accepted=_accepted(kind))
-        if kind == "cuda":
-            return _cuda.gemm(a, b, c, alpha=alpha, beta=0.0, trans_a=trans_a, trans_b=trans_b)
-        out = np.empty((m, n), np.float32)
+        out = None if kind == "cuda" else np.empty((m, n), np.float32)
         beta = 0.0
     if kind == "cuda":
         return _cuda.gemm(a, b, c, alpha=alpha, beta=beta, trans_a=trans_a, trans_b=trans_b)

@@ -96,7 +96,8 @@ def _check_embedding(indices, weight, padding_idx):
     if indices.dtype == np.uint64 and indices.size and int(indices.max()) >= 2**63:
         bad = int(indices.max())
         raise ValueError(f"indices: index {bad} is out of range for weight with {v} rows (valid: 0 to {v - 1})")
-    return xp_of(indices).asarray(indices, dtype=np.int64, order="C"), padding_idx  # keeps 0-d (ascontiguousarray would not)
+    # asarray keeps 0-d (ascontiguousarray would not)
+    return xp_of(indices).asarray(indices, dtype=np.int64, order="C"), padding_idx
 
 
 def embedding(indices, weight, padding_idx=None):
