@@ -302,7 +302,7 @@ def main():
         y, idx = _cuda.max_pool2d(xp, 3, 2, 1, return_indices=True)
         gy = randn(*y.shape)
         mem_row(f"max_pool2d bwd k3s2p1 {shape}",
-                lambda: _cuda.max_pool2d_backward(gy, xp, idx, 3, 2, 1)[0],
+                lambda: _cuda.max_pool2d_backward(gy, xp, idx, 3, 2, 1),
                 xp.nbytes + gy.nbytes + idx.nbytes + xp.nbytes, target=False)
         mem_row(f"adaptive_avg_pool2d 1 {shape}", lambda: _cuda.adaptive_avg_pool2d(xp, 1), xp.nbytes + N * C * 4,
                 (lambda: torch.nn.functional.adaptive_avg_pool2d(txp, 1)) if txp is not None else None, target=False)
@@ -313,7 +313,7 @@ def main():
                 (lambda: torch.nn.functional.interpolate(txu, scale_factor=2, mode="nearest"))
                 if txu is not None else None)
         yu = _cuda.upsample_nearest2d(xu, 2)
-        mem_row(f"upsample_nearest2d bwd x2 {us}", lambda: _cuda.upsample_nearest2d_backward(yu, xu, 2)[0],
+        mem_row(f"upsample_nearest2d bwd x2 {us}", lambda: _cuda.upsample_nearest2d_backward(yu, xu, 2),
                 xu.nbytes * 5)
         del xp, txp, y, idx, gy, xu, txu, yu
         rows, cols = (1024, 1024) if args.quick else (16384, 4096)

@@ -1,10 +1,11 @@
 """CuPy-side dispatch of the CUDA kernels.
 
-Each public function here has the signature of its `fastlayers.functional` counterpart and
-expects arguments that the functional layer has already validated (kinds, dtypes, ranks,
-shapes): it makes the inputs contiguous, allocates the outputs with CuPy, calls
-`_core.cuda_<op>` with device pointers (`arr.data.ptr`) on CuPy's current stream, and returns
-CuPy arrays. float32 everywhere; gemm/matmul/linear also take float16 and bfloat16 (tensor
+Each public function here has the signature (and the return convention) of its
+`fastlayers.functional` counterpart, which validates the arguments exactly as for NumPy
+inputs (kinds, dtypes, ranks, shapes, parameters) and then calls it for CuPy arrays. It
+expects those already-validated arguments: it makes the inputs contiguous, allocates the
+outputs with CuPy, calls `_core.cuda_<op>` with device pointers (`arr.data.ptr`) on CuPy's
+current stream, and returns CuPy arrays. float32 everywhere; gemm/matmul/linear also take float16 and bfloat16 (tensor
 cores, float32 accumulation, result in the inputs' dtype).
 
 CuPy is imported lazily, inside the functions: importing fastlayers never needs it.
