@@ -140,7 +140,7 @@ def _ln_dims(x, normalized_shape):
     else:
         try:
             ns = tuple(int(v) for v in normalized_shape)
-        except TypeError:
+        except (TypeError, OverflowError):  # (OverflowError: int(inf), found by tests/test_fuzz.py)
             raise TypeError(f"normalized_shape: expected an int or a tuple of ints, got {normalized_shape!r}") from None
     if not ns or len(ns) > x.ndim or tuple(x.shape[x.ndim - len(ns):]) != ns:
         raise ValueError(f"normalized_shape: {ns} does not match the trailing dimensions of x shape {tuple(x.shape)}")
