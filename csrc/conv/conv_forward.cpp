@@ -411,6 +411,11 @@ void forward_direct(const Plan& pl, const float* x, const float* w, const float*
 
 }  // namespace
 
+bool conv2d_forward_is_direct(const ConvParams& p) {
+  if (p.groups > 1 && p.groups == p.c) return false;
+  return direct_eligible(Plan(p));
+}
+
 void conv2d_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
   check_conv_params(p);
   if (p.n == 0) return;
