@@ -194,6 +194,19 @@ def test_conv_matches_torch(rng):
     np.testing.assert_allclose(y, ty.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.torch
+def test_conv_backward_matches_torch(rng):
+    import torch
+
+    x, weight, b = _conv_inputs(rng, 2, 6, 9, 31, 6, 3, 3, 3, True)
+    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, weight, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, 1, 1, 1, 3)
+    g = randn(rng, *ty.shape)
+    ty.backward(torch.from_numpy(g))
+    for got, want in zip(fl.conv2d_backward(g, x, weight, b, 1, 1, 1, 3), (tx.grad, tw.grad, tb.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 def test_conv2d_errors(rng):
