@@ -1,4 +1,5 @@
-// conv2d on the GEMM engine: chunked (implicit-style) im2col, never a whole-batch buffer.
+// conv2d backward on the GEMM engine (the forward is conv_forward.cpp): chunked im2col,
+// never a whole-batch buffer.
 //
 // Per group g the convolution is Y_g (Kg x pixels) = W_g (Kg x Kc) * col_g (Kc x pixels) with
 // Kc = C/groups * R * S. The pixel axis (n, oh, ow) is cut into tiles: either a run of whole
@@ -8,18 +9,19 @@
 // output row is the floor), plus a Kg x tile staging buffer for multi-image tiles. So the
 // workspace is bounded per thread, independent of the batch size.
 //
-// - 1x1 / stride 1 / no padding: the NCHW plane already is the column matrix; the GEMM
-//   reads it through strides (no copy) whenever the tile lies inside one image.
+// - Backward data, stride 1 (where the result runs on the direct or depthwise forward
+//   kernels): a forward convolution of gy with the weights transposed per group and flipped.
+// - Backward data, otherwise: columns W_g^T gy (through strides, no transpose copy), then
+//   col2im adds them into gx. Tiles of one image overlap in gx, so the parallel unit is
+//   (group, image or image run). 1x1 / stride 1 / no padding writes gx directly.
+// - Backward weight: gw_g += gy_tile col_tile^T, with one private accumulator per thread
+//   (summed at the end) when nt * |w| <= 2^24 floats, else the threaded GEMM accumulates
+//   straight into gw. 1x1 / stride 1 reads x through strides (no im2col).
 // - groups == C (depthwise): direct loops in depthwise_impl.h instead (a GEMM with Kc = 9
 //   would be all packing and no arithmetic).
 // - Threading: tiles (x groups) run in an OpenMP loop, each calling the GEMM single-threaded,
 //   when there are at least 2 per thread; otherwise the tiles run in order with the GEMM
-//   itself threaded (batch-1 deep layers: one 512 x 4608 x 49 GEMM).
-// - Backward data: columns W_g^T gy, then col2im adds them into gx. Tiles of one image
-//   overlap in gx, so the parallel unit is (group, image or image run).
-// - Backward weight: gw_g += gy_tile col_tile^T, with one private accumulator per thread
-//   (summed at the end) when nt * |w| <= 2^24 floats, else the threaded GEMM accumulates
-//   straight into gw.
+//   itself threaded.
 #include <omp.h>
 
 #include <algorithm>
