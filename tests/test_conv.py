@@ -28,6 +28,7 @@ CONV_CASES = [
     pytest.param(2, 3, 11, 12, 3, 3, 3, 2, 1, 1, 3, True, id="depthwise-stride2"),
     pytest.param(2, 6, 5, 6, 9, 3, 3, 1, 1, 1, 3, True, id="groups3"),
     pytest.param(2, 8, 6, 7, 4, 1, 1, 1, 0, 1, 1, True, id="pointwise"),
+    pytest.param(2, 20, 7, 9, 100, 1, 1, 1, 0, 1, 1, True, id="pointwise-wide-packed"),
     pytest.param(2, 8, 6, 7, 4, 1, 1, 2, 0, 1, 2, False, id="pointwise-stride2-groups2"),
     pytest.param(2, 3, 6, 7, 4, 4, 3, 1, "same", 1, 1, True, id="same-even-kernel"),
     pytest.param(1, 2, 7, 6, 3, 3, 2, 1, "same", (2, 3), 1, True, id="same-dilated"),
