@@ -23,6 +23,7 @@ void bind_norm(py::module_& m);
 void bind_loss(py::module_& m);
 void bind_misc(py::module_& m);
 void bind_optim(py::module_& m);
+void bind_cuda_ops(py::module_& m);  // the CUDA kernels (empty without CUDA)
 }  // namespace bind
 }  // namespace fl
 
@@ -62,4 +63,5 @@ PYBIND11_MODULE(_core, m) {
   fl::bind::bind_loss(m);
   fl::bind::bind_misc(m);
   fl::bind::bind_optim(m);
+  fl::bind::bind_cuda_ops(m);
 }

@@ -9,11 +9,12 @@ See README.md and API.md for the contract."""
 from __future__ import annotations
 
 from . import _core, functional, reference
+from ._serialize import load, save
 from .functional import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "reference", "info", "set_num_threads", "get_num_threads", "manual_seed"]
+__all__ = ["functional", "reference", "save", "load", "info", "set_num_threads", "get_num_threads", "manual_seed"]
 __all__ += functional.__all__
 
 

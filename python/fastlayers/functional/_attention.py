@@ -1,3 +1,164 @@
-"""attention kernels (see API.md)."""
+"""Fused scaled-dot-product attention (flash-style, O(L) memory), forward and backward.
 
-__all__: list[str] = []
+q (..., Hq, L, E), k (..., Hk, S, E), v (..., Hk, S, Ev); 2-D inputs (L, E) are one head.
+The leading (batch) dimensions of q, k and v must be equal. Masks: bool (True = may attend)
+or additive float32, broadcastable to (..., Hq, L, S); they are passed to the kernel as a
+broadcast view (per-head offsets + row/column strides), never materialised. is_causal is
+top-left aligned (query i sees keys j <= i, as torch) and may be combined with a mask: both
+apply (torch raises for that combination; we support it). A query row with nothing to attend
+to gives zeros and lse = -inf (torch gives NaN), and zero gradients."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _core
+from .._arrays import backend, check_array, check_dtype
+
+__all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_backward"]
+
+
+def _cpu_only(name, **arrays):
+    if backend(**arrays) == "cuda":
+        raise NotImplementedError(f"{name}: the CUDA attention kernel is part of the CUDA backend, not built yet")
+
+
+def _as_heads(x):
+    return x[None] if x.ndim == 2 else x
+
+
+def _regular(x):
+    """x itself when its strides are whole elements (any view of a float32/bool array), else a copy."""
+    return x if all(s % x.itemsize == 0 for s in x.strides) else np.ascontiguousarray(x)
+
+
+def _offsets(x, nlead):
+    """Element offsets (int64, C order) of the matrices x[i0, ..., i_{nlead-1}]."""
+    off = np.zeros((), np.int64)
+    for d in range(nlead):
+        shape = [1] * nlead
+        shape[d] = x.shape[d]
+        off = off + (np.arange(x.shape[d], dtype=np.int64) * (x.strides[d] // x.itemsize)).reshape(shape)
+    return np.ascontiguousarray(np.broadcast_to(off, x.shape[:nlead]).reshape(-1))
+
+
+class _Dims:
+    """Checked sizes of one attention call."""
+
+    def __init__(self, fn, q, k, v, attn_mask, is_causal, scale, enable_gqa):
+        check_array(q, "q", min_ndim=2)
+        check_array(k, "k", min_ndim=2)
+        check_array(v, "v", min_ndim=2)
+        sq, sk, sv = tuple(q.shape), tuple(k.shape), tuple(v.shape)
+        if not (q.ndim == k.ndim == v.ndim):
+            raise ValueError(f"{fn}: q {sq}, k {sk} and v {sv} must have the same number of dimensions")
+        if sq[:-3] != sk[:-3] or sq[:-3] != sv[:-3]:
+            raise ValueError(f"{fn}: the batch dimensions of q {sq}, k {sk} and v {sv} must be equal")
+        if sk[:-1] != sv[:-1]:
+            raise ValueError(f"{fn}: k {sk} and v {sv} must agree in every dimension but the last (heads, S)")
+        if sq[-1] != sk[-1]:
+            raise ValueError(f"{fn}: q {sq} and k {sk} must have the same feature dimension E ({sq[-1]} != {sk[-1]})")
+        if sq[-1] == 0:
+            raise ValueError(f"{fn}: q {sq} has feature dimension E = 0; attention needs E >= 1")
+        self.two_d = q.ndim == 2
+        self.lead = sq[:-3]
+        self.hq = sq[-3] if q.ndim > 2 else 1
+        self.hk = sk[-3] if k.ndim > 2 else 1
+        self.L, self.E = sq[-2], sq[-1]
+        self.S, self.Ev = sk[-2], sv[-1]
+        if self.hq != self.hk:
+            if not enable_gqa:
+                raise ValueError(
+                    f"{fn}: q has {self.hq} heads (shape {sq}) but k/v have {self.hk} (shape {sk}); "
+                    f"pass enable_gqa=True for grouped-query attention"
+                )
+            if self.hk == 0 or self.hq % self.hk:
+                raise ValueError(
+                    f"{fn}: with enable_gqa the number of q heads ({self.hq}) must be a multiple of the number "
+                    f"of k/v heads ({self.hk})"
+                )
+        self.group = self.hq // self.hk if self.hk else 1
+        if scale is None:
+            self.scale = 1.0 / math.sqrt(self.E)
+        else:
+            if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
+                raise TypeError(f"scale: expected a float or None, got {scale!r}")
+            self.scale = float(scale)
+            if not math.isfinite(self.scale):
+                raise ValueError(f"scale: must be finite, got {scale!r}")
+        self.causal = bool(is_causal)
+        self.full = self.lead + (self.hq, self.L, self.S)
+        self.mask = None
+        if attn_mask is not None:
+            check_array(attn_mask, "attn_mask", accepted=("bool", "float32"))
+            try:
+                self.mask = np.broadcast_to(attn_mask, self.full)
+            except ValueError:
+                raise ValueError(
+                    f"attn_mask: shape {tuple(attn_mask.shape)} does not broadcast to (..., Hq, L, S) = {self.full}"
+                ) from None
+        self.nbh = int(np.prod(self.lead, dtype=np.int64)) * self.hq
+
+    def core_args(self, q, k, v):
+        """The views and offsets the binding takes for q, k, v and the mask."""
+        nl = len(self.lead) + 1
+        q3, k3, v3 = _regular(_as_heads(q)), _regular(_as_heads(k)), _regular(_as_heads(v))
+        mask = mask_off = None
+        if self.mask is not None:
+            mask = _regular(self.mask)
+            mask_off = _offsets(mask, nl)
+        return (q3, _offsets(q3, nl), k3, _offsets(k3, nl), v3, _offsets(v3, nl), mask, mask_off, self.group,
+                self.causal, self.scale)
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
+                                 return_lse=False):
+    """softmax(q k^T * scale + mask) v without materialising the L x S scores.
+
+    q (..., Hq, L, E), k (..., Hk, S, E), v (..., Hk, S, Ev) -> out (..., Hq, L, Ev); with
+    return_lse=True also the row log-sum-exp (..., Hq, L) for the backward (-inf for a row
+    with nothing to attend to, whose output is zeros). scale defaults to 1/sqrt(E)."""
+    _cpu_only("scaled_dot_product_attention", q=q, k=k, v=v, attn_mask=attn_mask)
+    d = _Dims("scaled_dot_product_attention", q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    head_shape = d.lead + ((d.hq,) if not d.two_d else ())
+    out = np.empty(head_shape + (d.L, d.Ev), np.float32)
+    lse = np.empty(head_shape + (d.L,), np.float32) if return_lse else None
+    if d.nbh and d.L:
+        _core.attention_forward(*d.core_args(q, k, v), out, lse)
+    return (out, lse) if return_lse else out
+
+
+def scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask=None, is_causal=False, scale=None,
+                                          enable_gqa=False):
+    """Gradients (grad_q, grad_k, grad_v) of scaled_dot_product_attention, recomputing the
+    probabilities tile by tile from lse (FlashAttention-2); out and lse are the forward's
+    results (return_lse=True). k/v gradients are summed over the query heads sharing them."""
+    _cpu_only("scaled_dot_product_attention_backward", grad_out=grad_out, q=q, k=k, v=v, out=out, lse=lse,
+              attn_mask=attn_mask)
+    fn = "scaled_dot_product_attention_backward"
+    d = _Dims(fn, q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    check_array(grad_out, "grad_out")
+    check_array(out, "out")
+    check_array(lse, "lse")
+    head_shape = d.lead + ((d.hq,) if not d.two_d else ())
+    want = head_shape + (d.L, d.Ev)
+    for name, x in (("grad_out", grad_out), ("out", out)):
+        if tuple(x.shape) != want:
+            raise ValueError(f"{name}: shape {tuple(x.shape)}, expected {want} (the shape of the attention output)")
+    if tuple(lse.shape) != head_shape + (d.L,):
+        raise ValueError(f"lse: shape {tuple(lse.shape)}, expected {head_shape + (d.L,)} (return_lse=True gives it)")
+    check_dtype(lse, "lse")
+    grad_q = np.empty(q.shape, np.float32)
+    grad_k = np.empty(k.shape, np.float32)
+    grad_v = np.empty(v.shape, np.float32)
+    if d.nbh == 0 or d.L == 0:
+        grad_q.fill(0)
+        grad_k.fill(0)
+        grad_v.fill(0)
+        return grad_q, grad_k, grad_v
+    args = d.core_args(q, k, v)
+    _core.attention_backward(np.ascontiguousarray(grad_out), *args[:6], np.ascontiguousarray(out),
+                             np.ascontiguousarray(lse), *args[6:], grad_q, grad_k, grad_v)
+    return grad_q, grad_k, grad_v

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# One-shot GPU evidence for the CUDA backend (issue 7), for a machine with an NVIDIA GPU, CuPy,
+# PyTorch, nvcc and compute-sanitizer and no network:
+#
+#   bash bench/gpu/run_gpu.sh OUTDIR [STAGES]        STAGES default: "build test sanitize bench check"
+#
+#   build     pip install --no-build-isolation --no-deps .   (sm_90 only on Hopper, to halve
+#             the nvcc time; override with FL_CUDA_ARCHS)                 -> OUTDIR/build.log
+#   test      pytest tests/test_cuda.py                                    -> OUTDIR/test-cuda.log
+#   sanitize  compute-sanitizer memcheck, then racecheck, over a small subset of those tests,
+#             CuPy's memory pool off so that every array is its own allocation
+#                                                                           -> OUTDIR/sanitizer.log
+#   bench     bench/gpu/bench_cuda.py                          -> OUTDIR/cuda-gemm-<gpu>.json
+#   check     the independent checker .gpu/gpu_check.py (if present)  -> OUTDIR/gpu-check.json
+#
+# The whole run is bounded by FL_BUDGET seconds (default 560, under the device tool's 10-minute
+# command limit): each stage gets min(its own cap, what is left), and a stage that overruns is
+# killed and reported, the next one still runs. A stage list lets a session split the work over
+# several calls when the budget is short (the build must then be in the same warm machine).
+# The last lines printed are a summary (the device tool returns the end of the output).
+set -u
+OUTDIR=${1:?usage: run_gpu.sh OUTDIR [STAGES]}
+STAGES=${2:-"build test sanitize bench check"}
+mkdir -p "$OUTDIR"
+OUTDIR=$(cd "$OUTDIR" && pwd)
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1
+# CuPy warns at import when it cannot find the toolkit, and pytest runs with warnings as errors
+# (pyproject: filterwarnings = error), which would make conftest see no GPU and skip every test.
+if [[ -z "${CUDA_PATH:-}" ]] && command -v nvcc >/dev/null; then
+  CUDA_PATH=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  export CUDA_PATH
+fi
+PY=${PYTHON:-python3}
+BUDGET=${FL_BUDGET:-560}
+START=$(date +%s)
+declare -a SUMMARY=()
+
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+cap() {  # cap SECONDS -> min(SECONDS, left - 5), at least 1
+  local l; l=$(( $(left) - 5 )); local c=$1
+  (( c > l )) && c=$l
+  (( c < 1 )) && c=1
+  echo "$c"
+}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+note() { SUMMARY+=("$1"); echo "== $1"; }
+
+GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+GPU_TAG=$(echo "${GPU_NAME:-unknown}" | tr 'A-Z' 'a-z' | grep -oE 'h100|h200|a100|l40s|l4|a10g|b200|gb200' | head -1)
+[[ -z "$GPU_TAG" ]] && GPU_TAG=$(echo "${GPU_NAME:-unknown}" | tr 'A-Z ' 'a-z_' | tr -cd 'a-z0-9_-' | cut -c1-24)
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "gpu: $GPU_NAME"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv 2>&1
+  nvcc --version 2>&1 | tail -2
+  $PY -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)" 2>&1
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1
+  git rev-parse HEAD 2>/dev/null
+} > "$OUTDIR/env.txt" 2>&1
+cat "$OUTDIR/env.txt"
+
+if has build; then
+  ARCHS=${FL_CUDA_ARCHS:-}
+  if [[ -z "$ARCHS" ]]; then
+    case "$GPU_TAG" in h100|h200) ARCHS=90 ;; a100) ARCHS=80 ;; *) ARCHS="80;90" ;; esac
+  fi
+  t=$(cap 300)
+  echo "== build (sm ${ARCHS}, ${t}s cap)"
+  CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=${ARCHS} -DFASTLAYERS_CUDA=ON" CMAKE_BUILD_PARALLEL_LEVEL=16 \
+    timeout "$t" $PY -m pip install -v --no-build-isolation --no-deps . > "$OUTDIR/build.log" 2>&1
+  rc=$?
+  grep -iE "warning|error" "$OUTDIR/build.log" | grep -viE "^\s*$|Werror|-Wall" | head -20
+  $PY -c "import fastlayers as fl; print(fl.info())" >> "$OUTDIR/build.log" 2>&1
+  note "build rc=$rc ($(tail -1 "$OUTDIR/build.log"))"
+fi
+
+# pytest from the tests/ folder's parent, the installed package (not ./python) on the path.
+if has test; then
+  t=$(cap 240)
+  echo "== test (${t}s cap)"
+  timeout "$t" $PY -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py > "$OUTDIR/test-cuda.log" 2>&1
+  rc=$?
+  note "test rc=$rc: $(grep -E '[0-9]+ (passed|failed|skipped)' "$OUTDIR/test-cuda.log" | tail -1)"
+  if grep -q "needs a CUDA GPU" "$OUTDIR/test-cuda.log"; then
+    note "WARNING: GPU tests were skipped; python -c 'import cupy, fastlayers; print(fastlayers.info())' says:"
+    $PY -W error -c "import cupy, fastlayers; print(fastlayers.info())" 2>&1 | tail -3
+  fi
+fi
+
+if has sanitize; then
+  # memcheck: every kernel family once, odd sizes; racecheck: the kernels with shared memory.
+  # (ids as pytest writes them: tuple parameters become shapeN / ashapeN)
+  SUB_MEM='(test_gemm_f32 and (7-13-5 or 129-65-257)) or (test_gemm_half and 33-47-29) or test_gemm_alpha_beta
+    or test_matmul or (test_softmax and (shape2 or shape3 or shape4)) or (test_layer_norm and True and (shape1 or shape2))
+    or (test_batch_norm and shape1) or (test_max_pool2d and (shape1 or shape3)) or (test_avg_pool2d and shape6)
+    or test_adaptive_pools or (test_cross_entropy and mean and (shape1 or shape3)) or (test_point_losses and shape1)
+    or (test_embedding and int64) or test_upsample or (test_dropout and 0.3) or (test_activations and 1027)
+    or test_kernels_run_on'
+  SUB_RACE='(test_gemm_f32 and 129-65-257) or (test_gemm_half and 33-47-29) or test_gemm_half_both
+    or (test_softmax and (shape2 or shape3)) or (test_layer_norm and True and (shape1 or shape2))
+    or (test_batch_norm and shape1) or (test_cross_entropy and mean and shape1 and 0.1)
+    or (test_point_losses and shape1 and mean)'
+  : > "$OUTDIR/sanitizer.log"
+  for tool in memcheck racecheck; do
+    t=$(cap 150)
+    if [[ $tool == memcheck ]]; then SUBSET=$(echo $SUB_MEM); else SUBSET=$(echo $SUB_RACE); fi
+    echo "== compute-sanitizer $tool (${t}s cap)"
+    echo "===== $tool =====" >> "$OUTDIR/sanitizer.log"
+    extra=""
+    [[ $tool == memcheck ]] && extra="--leak-check no"
+    FASTLAYERS_NO_CUPY_POOL=1 timeout "$t" compute-sanitizer --tool "$tool" $extra --error-exitcode 99 \
+      --target-processes all $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda.py -k "$SUBSET" \
+      >> "$OUTDIR/sanitizer.log" 2>&1
+    rc=$?
+    note "sanitizer $tool rc=$rc (99 = errors found, 124 = timed out): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUTDIR/sanitizer.log" | tail -1) $(grep -E '[0-9]+ (passed|failed)' "$OUTDIR/sanitizer.log" | tail -1)"
+  done
+fi
+
+if has bench; then
+  t=$(cap 300)
+  echo "== bench (${t}s cap)"
+  timeout "$t" $PY bench/gpu/bench_cuda.py --json "$OUTDIR/cuda-gemm-${GPU_TAG}.json" --budget $(( t - 30 )) \
+    > "$OUTDIR/bench.log" 2>&1
+  rc=$?
+  tail -40 "$OUTDIR/bench.log"
+  note "bench rc=$rc: $(grep -E 'targets met' "$OUTDIR/bench.log" | tail -1)"
+fi
+
+if has check; then
+  CHECK=""
+  for c in .gpu/gpu_check.py shared/gpu_check.py ../shared/gpu_check.py; do [[ -f $c ]] && CHECK=$c && break; done
+  if [[ -z "$CHECK" ]]; then
+    note "check skipped: no gpu_check.py in .gpu/ (copy /work/shared/gpu_check.py there and carry .gpu)"
+  else
+    t=$(cap 200)
+    echo "== independent check $CHECK (${t}s cap)"
+    timeout "$t" $PY "$CHECK" --json "$OUTDIR/gpu-check.json" > "$OUTDIR/gpu-check.log" 2>&1
+    rc=$?
+    tail -30 "$OUTDIR/gpu-check.log"
+    note "check rc=$rc: $(tail -1 "$OUTDIR/gpu-check.log")"
+  fi
+fi
+
+echo
+echo "===== summary ($(( $(date +%s) - START ))s, gpu: $GPU_NAME) ====="
+for s in "${SUMMARY[@]}"; do echo "  $s"; done
+grep -E "passed|failed|error" "$OUTDIR/test-cuda.log" 2>/dev/null | tail -3

@@ -1,0 +1,482 @@
+// conv2d forward on the GEMM micro-kernels: no im2col buffer, two ways to feed them.
+//
+// Per group, Y_g (Kg x pixels) = W_g (Kg x Kc) * col_g (Kc x pixels), Kc = C/groups * R * S.
+// W_g is packed once per call into the micro-kernel's MR-row panels (shared by all threads).
+//
+// 1. Direct (stride 1, maps wide enough, see direct.h): the image is copied once into a
+//    zero-padded buffer and the micro-kernel loads each tap's NR outputs straight from it.
+// 2. Implicit im2col (everything else: strides, 1x1, small maps): the GEMM loops of BLIS
+//    written again around the same micro-kernel (gemm/ukernel.h), with B gathered from the
+//    image directly into kc x NR panels (conv_pack_impl.h): no Kc x pixels column matrix,
+//    and no second copy by the GEMM's own packing.
+//
+// History, 1 thread, process CPU time (robust on this shared 2-core EPYC), batch 1,
+// 64x56x56 -> 64, 3x3 (PyTorch/oneDNN: 86-89 GFLOP/s):
+//   v1 chunked im2col buffer + run_gemm                      62-66 GFLOP/s
+//   v2 implicit im2col into packed panels, per-ISA copies     66-70
+//   v3 direct kernel on the padded-width output grid          80-82
+//
+// Tiles (path 2): runs of the flat (n, oh, ow) pixel axis, a slice of one image (large maps,
+// written straight into y with ldc = OH*OW) or several whole images (small maps: 8 x 49
+// columns per GEMM at 7x7 instead of 49, staged and scattered).
+//
+// Workspace per thread, independent of the batch: path 1, one padded image of one group
+// (C/groups x Hp x Wp floats) plus a Kg x 512 staging tile; path 2, the packed B of one tile,
+// Kc x round_up(cols, NR) floats with cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus
+// Kg x cols of staging for multi-image tiles. Shared: the packed weights (|w| rounded up to
+// MR rows per group).
+//
+// Threading: (image or tile, group) items in an OpenMP loop when there are enough per
+// thread; else (batch 1) one item at a time with its columns (path 1) or its MR-row weight
+// panels (path 2) split over the threads.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "conv/conv.h"
+#include "conv/conv_pack.h"
+#include "conv/direct.h"
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "gemm/gemm.h"
+#include "gemm/ukernel.h"
+
+namespace fl {
+namespace {
+
+constexpr index_t kPackBudget = index_t{1} << 20;  // floats of packed B per thread (4 MiB)
+// Widest tile: one K block of packed B (256 x 512 floats = 512 KiB) stays in the 1 MiB L2.
+constexpr index_t kMaxCols = 512;
+
+index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
+
+struct AlignedBuffer {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> ptr;
+  explicit AlignedBuffer(index_t n) {
+    const index_t bytes = round_up(std::max<index_t>(n, 16) * static_cast<index_t>(sizeof(float)), 64);
+    ptr.reset(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(bytes))));
+    if (!ptr) throw std::bad_alloc();
+  }
+  float* get() const { return ptr.get(); }
+};
+
+using PackFn = void (*)(const PackArgs&);
+
+PackFn pack_for(Isa isa) {
+#if defined(FASTLAYERS_X86)
+  if (isa == Isa::avx512) return pack_avx512::pack_b;
+  if (isa == Isa::avx2) return pack_avx2::pack_b;
+#endif
+  return pack_generic::pack_b;
+}
+
+// The pieces every tile needs: sizes, the micro-kernel, and the layout of packed A and B.
+struct Plan {
+  const ConvParams& p;
+  Ukernel uk;
+  PackFn pack;
+  index_t cg, kg, kc, hw, ohw;
+  index_t mpad;       // Kg rounded up to MR
+  index_t kc_block;   // K blocking of the micro-kernel loop
+  index_t a_group;    // floats of packed A per group
+  Plan(const ConvParams& p_) : p(p_), uk(ukernel_for(active_isa())), pack(pack_for(active_isa())) {
+    cg = p.c / p.groups;
+    kg = p.k / p.groups;
+    kc = cg * p.kh * p.kw;
+    hw = p.h * p.w;
+    ohw = p.oh * p.ow;
+    mpad = round_up(kg, uk.mr);
+    kc_block = uk.kc;
+    a_group = 0;
+    for (index_t pc = 0; pc < kc; pc += kc_block) a_group += mpad * a_panel_stride(std::min(kc_block, kc - pc)) / uk.mr;
+  }
+  // Floats between consecutive MR-row panels of one K block (rounded to 64 bytes).
+  index_t a_panel_stride(index_t kcb) const { return round_up(kcb * uk.mr, 16); }
+  // Packed A of group g, K block starting at pc, panel ip.
+  index_t a_offset(index_t g, index_t pc, index_t ip) const {
+    const index_t before = (pc / kc_block) * mpad * a_panel_stride(kc_block) / uk.mr;
+    return g * a_group + before + ip * a_panel_stride(std::min(kc_block, kc - pc));
+  }
+};
+
+// One MR-row panel of a K block: dst[q*MR + i] = W_g(i0 + i, pc + q), zero rows past kg.
+// MR is a template constant so the row loop unrolls into MR independent streams (2x faster
+// than a runtime trip count; at batch 1, 512 channels, packing is a third of the GEMM time).
+template <int MR>
+void pack_a_panel(const float* wg, index_t kc, index_t rows, index_t pc, index_t kcb, float* dst) {
+  if (rows == MR) {
+    const float* src[MR];
+    for (int i = 0; i < MR; ++i) src[i] = wg + i * kc + pc;
+    for (index_t q = 0; q < kcb; ++q)
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) dst[q * MR + i] = src[i][q];
+    return;
+  }
+  for (index_t q = 0; q < kcb; ++q)
+    for (int i = 0; i < MR; ++i) dst[q * MR + i] = i < rows ? wg[i * kc + pc + q] : 0.0f;
+}
+
+// Pack panels [ip0, ip1) (MR rows each) of W_g for every K block.
+void pack_a_panels(const Plan& pl, const float* w, index_t g, index_t ip0, index_t ip1, float* a_pack) {
+  const int mr = pl.uk.mr;
+  const float* wg = w + g * pl.kg * pl.kc;
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    for (index_t ip = ip0; ip < ip1; ++ip) {
+      float* dst = a_pack + pl.a_offset(g, pc, ip);
+      const index_t i0 = ip * mr, rows = std::min<index_t>(mr, pl.kg - i0);
+      const float* src = wg + i0 * pl.kc;
+      switch (mr) {
+        case 4: pack_a_panel<4>(src, pl.kc, rows, pc, kcb, dst); break;
+        case 6: pack_a_panel<6>(src, pl.kc, rows, pc, kcb, dst); break;
+        case 12: pack_a_panel<12>(src, pl.kc, rows, pc, kcb, dst); break;
+        default:
+          for (index_t q = 0; q < kcb; ++q)
+            for (int i = 0; i < mr; ++i) dst[q * mr + i] = i < rows ? src[i * pl.kc + pc + q] : 0.0f;
+      }
+    }
+  }
+}
+
+using Segment = PackSegment;
+
+// The segments of tile [q0, q0 + cols): independent of the tap row, built once per tile so
+// that the packing loop does no division (with the divisions in the loop, packing took ~3x
+// the time of the GEMM per column at 64 channels).
+void tile_segments(const Plan& pl, index_t q0, index_t cols, std::vector<Segment>& segs) {
+  const index_t ow = pl.p.ow, nr = pl.uk.nr;
+  segs.clear();
+  index_t t = 0, q = q0;
+  while (t < cols) {
+    const index_t img = q / pl.ohw, pix = q % pl.ohw;
+    const index_t oh = pix / ow, ow0 = pix % ow;
+    const index_t run = std::min(ow - ow0, cols - t);
+    for (index_t u = 0; u < run;) {
+      const index_t tt = t + u, jp = tt / nr, jj = tt % nr;
+      const index_t len = std::min(nr - jj, run - u);
+      segs.push_back({img, oh, ow0 + u, len, jp, jj});
+      u += len;
+    }
+    t += run;
+    q += run;
+  }
+}
+
+// Packed B of one tile (flat pixels [q0, q0 + cols)) for every K block (conv_pack.h).
+void pack_b_tile(const Plan& pl, const float* x, index_t g, index_t q0, index_t cols, std::vector<Segment>& segs,
+                 float* b_pack) {
+  tile_segments(pl, q0, cols, segs);
+  PackArgs a{&pl.p, x, g, pl.cg, pl.hw, pl.kc, pl.kc_block, pl.uk.nr, cols, segs.data(),
+             static_cast<index_t>(segs.size()), b_pack};
+  pl.pack(a);
+}
+
+// C (+)= A panels [ip0, ip1) x all B panels of the tile; bias on the last K block.
+// C(i, t) = c[i * ldc + t].
+void compute_tile(const Plan& pl, const float* a_pack, index_t g, const float* b_pack, index_t cols, index_t ip0,
+                  index_t ip1, float* c, index_t ldc, const float* bias) {
+  const int mr = pl.uk.mr, nr = pl.uk.nr;
+  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr;
+  const index_t mc_panels = std::max<index_t>(1, pl.uk.mc / mr);
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    const float beta = pc == 0 ? 0.0f : 1.0f;
+    const bool last = pc + kcb == pl.kc;
+    const float* block = b_pack + pc * cols_pad;
+    for (index_t ic = ip0; ic < ip1; ic += mc_panels) {
+      const index_t ic_end = std::min(ip1, ic + mc_panels);
+      for (index_t jp = 0; jp < npanels; ++jp) {
+        const float* bp = block + jp * kcb * nr;
+        const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
+        for (index_t ip = ic; ip < ic_end; ++ip) {
+          const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
+          float* ct = c + ip * mr * ldc + jp * nr;
+          pl.uk.fn(kcb, a_pack + pl.a_offset(g, pc, ip), bp, ct, ldc, 1.0f, beta, m_valid, n_valid);
+          if (last && bias) apply_epilogue(ct, ldc, m_valid, n_valid, bias + ip * mr, nullptr, Activation::none);
+        }
+      }
+    }
+  }
+}
+
+struct TileSpec {
+  index_t q0, cols;
+};
+
+// Tiles of the flat pixel axis: image slices of <= max_cols, or runs of whole images.
+std::vector<TileSpec> make_tiles(const Plan& pl, index_t max_cols) {
+  std::vector<TileSpec> tiles;
+  const index_t n = pl.p.n, ohw = pl.ohw;
+  if (ohw <= max_cols) {
+    const index_t nb = std::max<index_t>(1, max_cols / ohw);
+    for (index_t n0 = 0; n0 < n; n0 += nb) tiles.push_back({n0 * ohw, std::min(nb, n - n0) * ohw});
+  } else {
+    const index_t parts = ceil_div(ohw, max_cols);
+    const index_t len = round_up(ceil_div(ohw, parts), pl.uk.nr);
+    for (index_t img = 0; img < n; ++img)
+      for (index_t s = 0; s < ohw; s += len) tiles.push_back({img * ohw + s, std::min(len, ohw - s)});
+  }
+  return tiles;
+}
+
+// Run one tile of group g into y: straight into y when it lies in one image, else through
+// the staging buffer.
+void run_tile(const Plan& pl, const float* x, const float* a_pack, const float* bias, float* y, index_t g,
+              const TileSpec& t, float* b_pack, float* stage, index_t ip0, index_t ip1, std::vector<Segment>* segs) {
+  const ConvParams& p = pl.p;
+  if (segs) pack_b_tile(pl, x, g, t.q0, t.cols, *segs, b_pack);
+  const float* gb = bias ? bias + g * pl.kg : nullptr;
+  const index_t img = t.q0 / pl.ohw, pix = t.q0 % pl.ohw;
+  if (pix + t.cols <= pl.ohw) {
+    compute_tile(pl, a_pack, g, b_pack, t.cols, ip0, ip1, y + (img * p.k + g * pl.kg) * pl.ohw + pix, pl.ohw, gb);
+    return;
+  }
+  compute_tile(pl, a_pack, g, b_pack, t.cols, ip0, ip1, stage, t.cols, gb);
+}
+
+// Copy rows [r0, r1) of a staged multi-image tile into y.
+void scatter_stage(const Plan& pl, const float* stage, index_t g, const TileSpec& t, index_t r0, index_t r1, float* y) {
+  const index_t n0 = t.q0 / pl.ohw, nb = t.cols / pl.ohw;
+  for (index_t b = 0; b < nb; ++b)
+    for (index_t r = r0; r < r1; ++r)
+      std::memcpy(y + ((n0 + b) * pl.p.k + g * pl.kg + r) * pl.ohw, stage + r * t.cols + b * pl.ohw,
+                  sizeof(float) * pl.ohw);
+}
+
+// ---- the direct path (stride 1, see direct.h) --------------------------------------------
+
+DirectKernel direct_for(Isa isa) {
+#if defined(FASTLAYERS_X86)
+  if (isa == Isa::avx512) return direct_kernel_avx512();
+  if (isa == Isa::avx2) return direct_kernel_avx2();
+#endif
+  return direct_kernel_generic();
+}
+
+struct DirectPlan {
+  DirectKernel dk;
+  index_t hp, wp, plane, xp_size, flat;  // padded sizes, floats per padded channel, per image, outputs
+  std::vector<index_t> off;              // tap r -> offset in xp
+};
+
+DirectPlan direct_plan(const Plan& pl) {
+  const ConvParams& p = pl.p;
+  DirectPlan d;
+  d.dk = direct_for(active_isa());
+  d.hp = std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
+  d.wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  d.plane = d.hp * d.wp;
+  d.flat = p.oh * d.wp;
+  // Slack past the last channel: the discarded columns and the last partial panel read up to
+  // one padded row plus one panel beyond it.
+  d.xp_size = pl.cg * d.plane + d.wp + 2 * d.dk.nr + (p.kw - 1) * p.dw;
+  d.off.resize(static_cast<size_t>(pl.kc));
+  for (index_t c = 0, r = 0; c < pl.cg; ++c)
+    for (index_t i = 0; i < p.kh; ++i)
+      for (index_t j = 0; j < p.kw; ++j) d.off[static_cast<size_t>(r++)] = c * d.plane + i * p.dh * d.wp + j * p.dw;
+  return d;
+}
+
+// Worth it when the kernel is wider than 1x1 (a 1x1 packs as a plain copy already) and the
+// discarded columns stay under 1/8 of the computed ones (56x56: 2 of 58; 14x14: 2 of 16, no).
+bool direct_eligible(const Plan& pl) {
+  const ConvParams& p = pl.p;
+  if (p.sh != 1 || p.sw != 1 || p.kh * p.kw == 1) return false;
+  const DirectKernel dk = direct_for(active_isa());
+  if (dk.mr != pl.uk.mr || dk.nr != pl.uk.nr) return false;
+  const index_t wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  return (wp - p.ow) * 8 <= wp;
+}
+
+// xp (channels [0, cg) of group g, image n) = the zero-padded input; channels [c0, c1).
+void pad_image(const Plan& pl, const DirectPlan& d, const float* x, index_t n, index_t g, index_t c0, index_t c1,
+               float* xp) {
+  const ConvParams& p = pl.p;
+  for (index_t c = c0; c < c1; ++c) {
+    float* dst = xp + c * d.plane;
+    const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
+    std::fill(dst, dst + p.ph * d.wp, 0.0f);
+    for (index_t ih = 0; ih < p.h; ++ih) {
+      float* row = dst + (ih + p.ph) * d.wp;
+      std::fill(row, row + p.pw, 0.0f);
+      std::memcpy(row + p.pw, src + ih * p.w, sizeof(float) * p.w);
+      std::fill(row + p.pw + p.w, row + d.wp, 0.0f);
+    }
+    std::fill(dst + (p.h + p.ph) * d.wp, dst + d.plane, 0.0f);
+  }
+  if (c1 == pl.cg) std::fill(xp + pl.cg * d.plane, xp + d.xp_size, 0.0f);
+}
+
+// Outputs [f0, f0 + cols) of the padded-width numbering for all Kg channels of group g,
+// computed into stage (Kg x cols) and copied to y without the discarded columns.
+void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const float* a_pack, const float* bias,
+                 float* y, index_t n, index_t g, index_t f0, index_t cols, float* stage) {
+  const ConvParams& p = pl.p;
+  const int mr = d.dk.mr, nr = d.dk.nr;
+  const index_t npanels_m = pl.mpad / mr, npanels_n = ceil_div(cols, nr);
+  const index_t mc_panels = std::max<index_t>(1, pl.uk.mc / mr);
+  const float* gb = bias ? bias + g * pl.kg : nullptr;
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    const float beta = pc == 0 ? 0.0f : 1.0f;
+    const bool last = pc + kcb == pl.kc;
+    for (index_t ic = 0; ic < npanels_m; ic += mc_panels) {
+      const index_t ic_end = std::min(npanels_m, ic + mc_panels);
+      for (index_t jp = 0; jp < npanels_n; ++jp) {
+        const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
+        const float* xb = xp + f0 + jp * nr;
+        for (index_t ip = ic; ip < ic_end; ++ip) {
+          const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
+          float* ct = stage + ip * mr * cols + jp * nr;
+          d.dk.fn(kcb, a_pack + pl.a_offset(g, pc, ip), xb, d.off.data() + pc, ct, cols, beta, m_valid, n_valid);
+          if (last && gb) apply_epilogue(ct, cols, m_valid, n_valid, gb + ip * mr, nullptr, Activation::none);
+        }
+      }
+    }
+  }
+  // Scatter: output row oh covers f in [oh*Wp, oh*Wp + OW).
+  float* yg = y + (n * p.k + g * pl.kg) * pl.ohw;
+  const index_t oh0 = f0 / d.wp, oh1 = (f0 + cols - 1) / d.wp;
+  for (index_t oh = oh0; oh <= oh1; ++oh) {
+    const index_t lo = std::max(f0, oh * d.wp), hi = std::min(f0 + cols, oh * d.wp + p.ow);
+    if (hi <= lo) continue;
+    for (index_t k = 0; k < pl.kg; ++k)
+      std::memcpy(yg + k * pl.ohw + oh * p.ow + (lo - oh * d.wp), stage + k * cols + (lo - f0), sizeof(float) * (hi - lo));
+  }
+}
+
+void forward_direct(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int nt) {
+  const ConvParams& p = pl.p;
+  const DirectPlan d = direct_plan(pl);
+  const index_t nr = d.dk.nr;
+  // Tiles of the padded-width output axis: <= 512 columns (one K block of 256 taps of the
+  // input rows they touch stays in L1/L2), a multiple of NR.
+  const index_t pairs = p.n * p.groups;
+  const bool outer = nt > 1 && pairs >= nt;
+  const index_t want = outer ? kMaxCols : std::min(kMaxCols, std::max<index_t>(128, ceil_div(d.flat, 4 * nt)));
+  const index_t tile = std::max<index_t>(nr, want / nr * nr);
+  const index_t ntiles = ceil_div(d.flat, tile);
+  const index_t npanels = pl.mpad / pl.uk.mr;
+  const int T = outer || nt > 1 ? nt : 1;
+  AlignedBuffer a_pack(pl.a_group * p.groups);
+  std::vector<AlignedBuffer> stage;
+  for (int t = 0; t < T; ++t) stage.emplace_back(pl.mpad * tile);
+  if (outer) {
+    std::vector<AlignedBuffer> xp;
+    for (int t = 0; t < T; ++t) xp.emplace_back(d.xp_size);
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+      for (index_t gi = 0; gi < p.groups * npanels; ++gi)
+        pack_a_panels(pl, w, gi / npanels, gi % npanels, gi % npanels + 1, a_pack.get());
+      const int tid = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+      for (index_t it = 0; it < pairs; ++it) {
+        const index_t n = it / p.groups, g = it % p.groups;
+        pad_image(pl, d, x, n, g, 0, pl.cg, xp[tid].get());
+        for (index_t ti = 0; ti < ntiles; ++ti) {
+          const index_t f0 = ti * tile;
+          direct_tile(pl, d, xp[tid].get(), a_pack.get(), bias, y, n, g, f0, std::min(tile, d.flat - f0),
+                      stage[tid].get());
+        }
+      }
+    }
+    return;
+  }
+  AlignedBuffer xp(d.xp_size);
+  for (index_t it = 0; it < pairs; ++it) {
+    const index_t n = it / p.groups, g = it % p.groups;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      const index_t Tn = omp_get_num_threads(), tid = omp_get_thread_num();
+      if (n == 0) pack_a_panels(pl, w, g, npanels * tid / Tn, npanels * (tid + 1) / Tn, a_pack.get());
+      pad_image(pl, d, x, n, g, pl.cg * tid / Tn, pl.cg * (tid + 1) / Tn, xp.get());
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 1)
+      for (index_t ti = 0; ti < ntiles; ++ti) {
+        const index_t f0 = ti * tile;
+        direct_tile(pl, d, xp.get(), a_pack.get(), bias, y, n, g, f0, std::min(tile, d.flat - f0), stage[tid].get());
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void conv2d_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  check_conv_params(p);
+  if (p.n == 0) return;
+  if (p.groups > 1 && p.groups == p.c) return depthwise::forward(p, x, w, bias, y);
+  const Plan pl(p);
+  const int nt = threads_for(2 * p.n * p.k * pl.ohw * pl.kc, index_t{1} << 20);
+  if (direct_eligible(pl)) return forward_direct(pl, x, w, bias, y, nt);
+  const index_t budget_cols = std::max<index_t>(pl.uk.nr, kPackBudget / pl.kc / pl.uk.nr * pl.uk.nr);
+  // ~4 items per thread to balance, but not below 128 columns (narrower tiles re-read the
+  // packed weights more often than threads gain).
+  const index_t balance = ceil_div(p.n * pl.ohw * p.groups, 4 * static_cast<index_t>(nt));
+  const index_t max_cols = std::min({budget_cols, kMaxCols, nt > 1 ? std::max<index_t>(128, balance) : kMaxCols});
+  const std::vector<TileSpec> tiles = make_tiles(pl, max_cols);
+  index_t widest = 0;
+  for (const TileSpec& t : tiles) widest = std::max(widest, t.cols);
+  const index_t ntiles = static_cast<index_t>(tiles.size()), items = ntiles * p.groups;
+  const index_t b_size = pl.kc * round_up(widest, pl.uk.nr);
+  const index_t stage_size = widest > pl.ohw ? pl.mpad * widest : 0;  // multi-image tiles only
+  const index_t npanels = pl.mpad / pl.uk.mr;
+  AlignedBuffer a_pack(pl.a_group * p.groups);
+
+  if (nt > 1 && items >= 2 * nt) {
+    std::vector<AlignedBuffer> b_pack, stage;
+    std::vector<std::vector<Segment>> segs(nt);
+    for (int t = 0; t < nt; ++t) {
+      segs[t].reserve(static_cast<size_t>(2 * widest + 2));
+      b_pack.emplace_back(b_size);
+      stage.emplace_back(stage_size);
+    }
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+      for (index_t gi = 0; gi < p.groups * npanels; ++gi)
+        pack_a_panels(pl, w, gi / npanels, gi % npanels, gi % npanels + 1, a_pack.get());
+      const int tid = omp_get_thread_num();
+      std::vector<Segment>& my_segs = segs[tid];
+#pragma omp for schedule(dynamic, 1)
+      for (index_t it = 0; it < items; ++it) {
+        const index_t g = it / ntiles;
+        const TileSpec& t = tiles[it % ntiles];
+        run_tile(pl, x, a_pack.get(), bias, y, g, t, b_pack[tid].get(), stage[tid].get(), 0, npanels, &my_segs);
+        if (t.q0 % pl.ohw + t.cols > pl.ohw) scatter_stage(pl, stage[tid].get(), g, t, 0, pl.kg, y);
+      }
+    }
+    return;
+  }
+
+  // Few items: one tile at a time, weight panels split over the threads.
+  AlignedBuffer b_pack(b_size), stage(stage_size);
+  std::vector<Segment> segs;
+  for (index_t it = 0; it < items; ++it) {
+    const index_t g = it / ntiles;
+    const TileSpec& t = tiles[it % ntiles];
+    pack_b_tile(pl, x, g, t.q0, t.cols, segs, b_pack.get());
+    const bool staged = t.q0 % pl.ohw + t.cols > pl.ohw;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      const index_t T = omp_get_num_threads(), tid = omp_get_thread_num();
+      const index_t ip0 = npanels * tid / T, ip1 = npanels * (tid + 1) / T;
+      if (ip0 < ip1) {
+        if (it % ntiles == 0) pack_a_panels(pl, w, g, ip0, ip1, a_pack.get());  // group g's first tile
+        run_tile(pl, x, a_pack.get(), bias, y, g, t, b_pack.get(), stage.get(), ip0, ip1, nullptr);
+        if (staged) scatter_stage(pl, stage.get(), g, t, ip0 * pl.uk.mr, std::min(pl.kg, ip1 * pl.uk.mr), y);
+      }
+    }
+  }
+}
+
+}  // namespace fl

@@ -1,0 +1,33 @@
+// The direct (no-im2col) micro-kernel of stride-1 convolutions, one per ISA.
+//
+// The input of one image is copied once into a zero-padded buffer xp (C/groups x Hp x Wp);
+// output pixels are then numbered on the padded width, f = oh * Wp + ow (ow in [0, Wp), the
+// Wp - OW columns past OW computed and discarded), so that tap r = (c, i, j) of output f is
+// xp[off[r] + f] with off[r] = c*Hp*Wp + i*dh*Wp + j*dw: NR consecutive outputs of one tap
+// are NR consecutive floats, loaded straight from xp. The im2col packing (one gather per tap
+// per output, ~25% of a 64-channel 3x3 forward) disappears; the price is (Wp - OW) / Wp
+// wasted columns (3.4% at 56x56, 6.7% at 28x28) and one padded copy of the input.
+//
+//   C[i*ldc + t] = sum_{p<kc} a[p*MR + i] * xb[off[p] + t] (+ beta * C), i < mr, t < nr
+//
+// a: packed weights (the GEMM's A panel layout, zero rows past mr); xb: xp + f0. Loads read
+// NR floats per tap even when nr < NR: the caller keeps NR floats of slack after xp.
+#pragma once
+
+#include "core/common.h"
+
+namespace fl {
+
+using DirectFn = void (*)(index_t kc, const float* a, const float* xb, const index_t* off, float* c, index_t ldc,
+                          float beta, int mr, int nr);
+
+struct DirectKernel {
+  DirectFn fn;
+  int mr, nr;
+};
+
+DirectKernel direct_kernel_generic();
+DirectKernel direct_kernel_avx2();    // x86 builds only
+DirectKernel direct_kernel_avx512();  // x86 builds only
+
+}  // namespace fl

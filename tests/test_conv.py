@@ -1,0 +1,256 @@
+"""conv2d and conv_transpose2d: forward and backward vs the float64 NumPy reference, finite
+differences, the tiling/threading paths of the C++ driver, edge shapes and every error the
+spec names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close, check_directional, f64, numeric_grad, randn
+
+import fastlayers as fl
+from fastlayers import reference as R
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups, bias)
+CONV_CASES = [
+    pytest.param(2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, True, id="3x3-odd"),
+    pytest.param(1, 4, 6, 5, 6, 3, 2, (2, 1), (1, 0), (1, 2), 2, True, id="asym-groups2-dilated"),
+    pytest.param(2, 3, 1, 1, 4, 1, 1, 1, 0, 1, 1, True, id="1x1-image-1x1-kernel"),
+    pytest.param(1, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1, False, id="1x1-image-padded"),
+    pytest.param(2, 3, 5, 4, 2, 7, 6, 1, 1, 1, 1, True, id="kernel-equals-padded-input"),
+    pytest.param(2, 2, 9, 8, 3, 2, 2, 3, 0, 1, 1, True, id="stride-gt-kernel"),
+    pytest.param(2, 6, 7, 7, 6, 3, 3, 1, 1, 1, 6, True, id="depthwise"),
+    pytest.param(2, 4, 9, 8, 8, 3, 3, 2, 1, 1, 4, True, id="depthwise-mult2-stride2"),
+    pytest.param(1, 3, 8, 9, 3, 5, 3, (1, 2), (2, 0), (2, 1), 3, False, id="depthwise-dilated"),
+    pytest.param(2, 6, 5, 6, 9, 3, 3, 1, 1, 1, 3, True, id="groups3"),
+    pytest.param(2, 8, 6, 7, 4, 1, 1, 1, 0, 1, 1, True, id="pointwise"),
+    pytest.param(2, 8, 6, 7, 4, 1, 1, 2, 0, 1, 2, False, id="pointwise-stride2-groups2"),
+    pytest.param(2, 3, 6, 7, 4, 4, 3, 1, "same", 1, 1, True, id="same-even-kernel"),
+    pytest.param(1, 2, 7, 6, 3, 3, 2, 1, "same", (2, 3), 1, True, id="same-dilated"),
+    pytest.param(2, 3, 6, 7, 4, 3, 3, 2, "valid", 1, 1, True, id="valid"),
+    pytest.param(3, 32, 33, 31, 16, 3, 3, 1, 1, 1, 1, True, id="row-tiles"),
+    pytest.param(9, 16, 5, 5, 24, 3, 3, 1, 1, 1, 1, True, id="multi-image-tiles"),
+    pytest.param(2, 600, 25, 23, 8, 1, 1, 1, 0, 1, 1, True, id="pointwise-row-tiles"),
+    pytest.param(1, 48, 9, 9, 64, 3, 3, 1, 1, 1, 1, True, id="batch1-threaded-gemm"),
+    # Stride 1 on wide maps takes the direct (padded-width, no im2col) kernel.
+    pytest.param(1, 8, 30, 29, 7, 3, 3, 1, 1, 1, 1, True, id="direct-batch1"),
+    pytest.param(3, 6, 21, 27, 10, 5, 5, 1, 2, 1, 2, True, id="direct-5x5-groups2"),
+    pytest.param(2, 4, 19, 25, 5, 3, 4, 1, "same", (2, 1), 1, True, id="direct-same-even-dilated"),
+    pytest.param(2, 5, 23, 24, 13, 3, 3, 1, (0, 2), 1, 1, False, id="direct-asym-padding"),
+]
+
+
+def _conv_inputs(rng, n, c, h, w, k, kh, kw, groups, bias):
+    x = randn(rng, n, c, h, w)
+    weight = randn(rng, k, c // groups, kh, kw)
+    b = randn(rng, k) if bias else None
+    return x, weight, b
+
+
+@pytest.mark.parametrize("n,c,h,w,k,kh,kw,stride,padding,dilation,groups,bias", CONV_CASES)
+def test_conv2d_forward_backward(rng, n, c, h, w, k, kh, kw, stride, padding, dilation, groups, bias):
+    x, weight, b = _conv_inputs(rng, n, c, h, w, k, kh, kw, groups, bias)
+    args = (stride, padding, dilation, groups)
+    y = fl.conv2d(x, weight, b, *args)
+    assert y.flags.c_contiguous
+    assert_close(y, R.conv2d(*f64(x, weight), f64(b), *args))
+    g = randn(rng, *y.shape)
+    grads = fl.conv2d_backward(g, x, weight, b, *args)
+    expected = R.conv2d_backward(f64(g), *f64(x, weight), f64(b), *args)
+    for name, got, want in zip(("grad_x", "grad_weight", "grad_bias"), grads, expected):
+        if want is None:
+            assert got is None
+        else:
+            assert_close(got, want, name=name)
+
+
+@pytest.mark.parametrize("case", [
+    dict(stride=1, padding=1, dilation=1, groups=1),
+    dict(stride=2, padding=(0, 1), dilation=(1, 2), groups=2),
+    dict(stride=1, padding="same", dilation=1, groups=4),
+])
+def test_conv2d_finite_differences(rng, case):
+    x, weight, b = _conv_inputs(rng, 2, 4, 6, 5, 4, 3, 2, case["groups"], True)
+    check_directional(lambda x, w, b: fl.conv2d(x, w, b, **case), [x, weight, b],
+                      lambda g, x, w, b: fl.conv2d_backward(g, x, w, b, **case), rng)
+
+
+def test_conv2d_reference_backward_matches_numeric(rng):
+    x, weight, b = f64(*_conv_inputs(rng, 1, 2, 4, 3, 2, 2, 2, 1, True))
+    g = rng.standard_normal(R.conv2d(x, weight, b, 2, 1).shape)
+    gx, gw, gb = R.conv2d_backward(g, x, weight, b, 2, 1)
+    np.testing.assert_allclose(gx, numeric_grad(lambda v: np.sum(R.conv2d(v, weight, b, 2, 1) * g), x), atol=1e-6)
+    np.testing.assert_allclose(gw, numeric_grad(lambda v: np.sum(R.conv2d(x, v, b, 2, 1) * g), weight), atol=1e-6)
+    np.testing.assert_allclose(gb, numeric_grad(lambda v: np.sum(R.conv2d(x, weight, v, 2, 1) * g), b), atol=1e-6)
+
+
+def test_conv2d_noncontiguous(rng):
+    x = randn(rng, 5, 7, 4, 2).transpose(3, 2, 0, 1)[:, :, ::2]  # (2, 4, 3, 7), strided view
+    weight = randn(rng, 3, 3, 4, 5).transpose(3, 2, 1, 0)  # (5, 4, 3, 3)
+    b = randn(rng, 10)[::2]
+    assert not x.flags.c_contiguous and not weight.flags.c_contiguous
+    y = fl.conv2d(x, weight, b, 1, 1)
+    assert_close(y, R.conv2d(*f64(x, weight, b), 1, 1))
+    g = randn(rng, *y.shape[::-1]).transpose(3, 2, 1, 0)
+    for got, want in zip(fl.conv2d_backward(g, x, weight, b, 1, 1), R.conv2d_backward(*f64(g, x, weight, b), 1, 1)):
+        assert_close(got, want)
+
+
+def test_conv2d_zero_batch(rng):
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    weight, b = randn(rng, 4, 3, 3, 3), randn(rng, 4)
+    y = fl.conv2d(x, weight, b, padding=1)
+    assert y.shape == (0, 4, 5, 5) and y.dtype == np.float32
+    gx, gw, gb = fl.conv2d_backward(y, x, weight, b, padding=1)
+    assert gx.shape == x.shape
+    np.testing.assert_array_equal(gw, np.zeros_like(weight))
+    np.testing.assert_array_equal(gb, np.zeros_like(b))
+
+
+def test_conv2d_threads_agree(rng):
+    x, weight, b = _conv_inputs(rng, 4, 8, 12, 11, 8, 3, 3, 1, True)
+    old = fl.get_num_threads()
+    try:
+        fl.set_num_threads(1)
+        one = [fl.conv2d(x, weight, b, 1, 1), *fl.conv2d_backward(np.ones((4, 8, 12, 11), np.float32), x, weight, b, 1, 1)]
+        fl.set_num_threads(3)
+        three = [fl.conv2d(x, weight, b, 1, 1), *fl.conv2d_backward(np.ones((4, 8, 12, 11), np.float32), x, weight, b, 1, 1)]
+    finally:
+        fl.set_num_threads(old)
+    for a, c in zip(one, three):
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
+# (N, C_in, H, W, C_out, R, S, stride, padding, output_padding, groups, dilation, bias)
+TRANSPOSE_CASES = [
+    pytest.param(2, 4, 5, 4, 6, 3, 2, (2, 3), (1, 0), (1, 2), 2, 1, True, id="asym-groups2-outpad"),
+    pytest.param(1, 3, 3, 3, 3, 3, 3, 1, 2, 0, 3, 2, True, id="depthwise-dilated"),
+    pytest.param(2, 3, 4, 4, 2, 4, 4, 2, 1, 0, 1, 1, False, id="dcgan-4x4-s2"),
+    pytest.param(2, 2, 1, 1, 3, 4, 4, 1, 0, 0, 1, 1, True, id="1x1-image"),
+    pytest.param(2, 5, 4, 3, 4, 1, 1, 1, 0, 0, 1, 1, True, id="pointwise"),
+    pytest.param(1, 2, 3, 5, 3, 2, 2, 3, 0, 2, 1, 1, True, id="stride-gt-kernel-outpad"),
+    pytest.param(3, 16, 9, 9, 8, 3, 3, 2, 1, 1, 1, 1, True, id="batched"),
+]
+
+
+@pytest.mark.parametrize("n,ci,h,w,co,kh,kw,stride,padding,output_padding,groups,dilation,bias", TRANSPOSE_CASES)
+def test_conv_transpose2d_forward_backward(rng, n, ci, h, w, co, kh, kw, stride, padding, output_padding, groups,
+                                           dilation, bias):
+    x = randn(rng, n, ci, h, w)
+    weight = randn(rng, ci, co // groups, kh, kw)
+    b = randn(rng, co) if bias else None
+    args = (stride, padding, output_padding, groups, dilation)
+    y = fl.conv_transpose2d(x, weight, b, *args)
+    assert_close(y, R.conv_transpose2d(*f64(x, weight), f64(b), *args))
+    g = randn(rng, *y.shape)
+    grads = fl.conv_transpose2d_backward(g, x, weight, b, *args)
+    expected = R.conv_transpose2d_backward(f64(g), *f64(x, weight), f64(b), *args)
+    for name, got, want in zip(("grad_x", "grad_weight", "grad_bias"), grads, expected):
+        if want is None:
+            assert got is None
+        else:
+            assert_close(got, want, name=name)
+
+
+def test_conv_transpose2d_finite_differences(rng):
+    x, weight, b = randn(rng, 2, 4, 3, 4), randn(rng, 4, 3, 3, 2), randn(rng, 6)
+    kw = dict(stride=2, padding=1, output_padding=1, groups=2)
+    check_directional(lambda x, w, b: fl.conv_transpose2d(x, w, b, **kw), [x, weight, b],
+                      lambda g, x, w, b: fl.conv_transpose2d_backward(g, x, w, b, **kw), rng)
+
+
+def test_conv_transpose2d_reference_backward_matches_numeric(rng):
+    x, weight = f64(randn(rng, 1, 2, 3, 2), randn(rng, 2, 2, 2, 3))
+    kw = dict(stride=2, padding=1, output_padding=1, dilation=1)
+    g = rng.standard_normal(R.conv_transpose2d(x, weight, **kw).shape)
+    gx, gw, _ = R.conv_transpose2d_backward(g, x, weight, **kw)
+    np.testing.assert_allclose(gx, numeric_grad(lambda v: np.sum(R.conv_transpose2d(v, weight, **kw) * g), x), atol=1e-6)
+    np.testing.assert_allclose(gw, numeric_grad(lambda v: np.sum(R.conv_transpose2d(x, v, **kw) * g), weight), atol=1e-6)
+
+
+def test_conv_transpose2d_zero_batch_and_noncontiguous(rng):
+    weight = randn(rng, 3, 2, 3, 3)
+    y = fl.conv_transpose2d(np.zeros((0, 3, 4, 4), np.float32), weight, stride=2)
+    assert y.shape == (0, 2, 9, 9)
+    gx, gw, gb = fl.conv_transpose2d_backward(y, np.zeros((0, 3, 4, 4), np.float32), weight, stride=2)
+    assert gx.shape == (0, 3, 4, 4) and gb is None
+    np.testing.assert_array_equal(gw, 0)
+    x = randn(rng, 4, 4, 3, 2).transpose(3, 2, 1, 0)  # (2, 3, 4, 4)
+    assert_close(fl.conv_transpose2d(x, weight, stride=2), R.conv_transpose2d(*f64(x, weight), stride=2))
+
+
+@pytest.mark.torch
+def test_conv_matches_torch(rng):
+    import torch
+    import torch.nn.functional as TF
+
+    x, weight, b = _conv_inputs(rng, 2, 6, 9, 8, 4, 3, 4, 2, True)
+    y = fl.conv2d(x, weight, b, 1, "same", 2, 2)
+    ty = TF.conv2d(*map(torch.from_numpy, (x, weight, b)), 1, "same", 2, 2)
+    np.testing.assert_allclose(y, ty.numpy(), rtol=1e-4, atol=1e-4)
+    wt = randn(rng, 6, 2, 3, 3)
+    y = fl.conv_transpose2d(x, wt, None, 2, 1, 1, 3, 1)
+    ty = TF.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(wt), None, 2, 1, 1, 3, 1)
+    np.testing.assert_allclose(y, ty.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+def test_conv2d_errors(rng):
+    x, w = randn(rng, 1, 6, 5, 5), randn(rng, 4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"groups: input channels C=6 .*\(1, 6, 5, 5\).*groups=4"):
+        fl.conv2d(x, randn(rng, 4, 1, 3, 3), groups=4)
+    with pytest.raises(ValueError, match=r"groups: output channels K=3 .*\(3, 3, 3, 3\).*groups=2"):
+        fl.conv2d(x, randn(rng, 3, 3, 3, 3), groups=2)
+    with pytest.raises(ValueError, match=r"weight: shape \(4, 3, 3, 3\) expects 3 input channels .*C=6"):
+        fl.conv2d(x, w)
+    with pytest.raises(ValueError, match=r"weight: kernel 7x7 .*larger than the padded input 5x5"):
+        fl.conv2d(x, randn(rng, 2, 6, 7, 7))
+    with pytest.raises(ValueError, match=r"weight: kernel 3x3 \(dilated to 5x5\) is larger than the padded input 4x4"):
+        fl.conv2d(randn(rng, 1, 6, 4, 4), randn(rng, 2, 6, 3, 3), dilation=2)
+    with pytest.raises(ValueError, match="stride: must be positive"):
+        fl.conv2d(x, w, stride=0, groups=2)
+    with pytest.raises(ValueError, match="stride: must be positive"):
+        fl.conv2d(x, w, stride=(1, -1), groups=2)
+    with pytest.raises(ValueError, match="dilation: must be positive"):
+        fl.conv2d(x, w, dilation=0, groups=2)
+    with pytest.raises(ValueError, match="padding: must be >= 0"):
+        fl.conv2d(x, w, padding=-1, groups=2)
+    with pytest.raises(ValueError, match="padding: 'same' requires stride 1"):
+        fl.conv2d(x, w, stride=2, padding="same", groups=2)
+    with pytest.raises(ValueError, match="padding: expected an int, a pair, 'same' or 'valid'"):
+        fl.conv2d(x, w, padding="full", groups=2)
+    with pytest.raises(ValueError, match="groups: must be >= 1"):
+        fl.conv2d(x, w, groups=0)
+    with pytest.raises(ValueError, match=r"bias: shape \(3,\) does not match the 4"):
+        fl.conv2d(x, w, randn(rng, 3), groups=2)
+    with pytest.raises(ValueError, match=r"x: expected a 4-D array, got shape \(6, 5, 5\)"):
+        fl.conv2d(x[0], w, groups=2)
+    with pytest.raises(ValueError, match=r"x: channels and spatial sizes must be >= 1"):
+        fl.conv2d(np.zeros((1, 6, 0, 5), np.float32), w, groups=2)
+    with pytest.raises(TypeError, match="x: dtype float64 is not supported.*astype"):
+        fl.conv2d(x.astype(np.float64), w, groups=2)
+    with pytest.raises(TypeError, match="stride: expected an int or a pair"):
+        fl.conv2d(x, w, stride=1.5, groups=2)
+    with pytest.raises(ValueError, match=r"grad_out: shape \(1, 4, 4, 4\) does not match conv2d's output shape \(1, 4, 3, 3\)"):
+        fl.conv2d_backward(randn(rng, 1, 4, 4, 4), x, w, groups=2)
+
+
+def test_conv_transpose2d_errors(rng):
+    x = randn(rng, 1, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"weight: shape \(3, 2, 3, 3\) expects 3 input channels .*C=4"):
+        fl.conv_transpose2d(x, randn(rng, 3, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"groups: input channels C=4 .*groups=3"):
+        fl.conv_transpose2d(x, randn(rng, 4, 2, 3, 3), groups=3)
+    with pytest.raises(ValueError, match=r"padding: output size -1x-1 <= 0"):
+        fl.conv_transpose2d(x, randn(rng, 4, 2, 1, 1), padding=2)
+    with pytest.raises(ValueError, match="output_padding: .* must be smaller than stride or dilation"):
+        fl.conv_transpose2d(x, randn(rng, 4, 2, 3, 3), stride=2, output_padding=2)
+    with pytest.raises(ValueError, match="stride: must be positive"):
+        fl.conv_transpose2d(x, randn(rng, 4, 2, 3, 3), stride=0)
+    with pytest.raises(ValueError, match="padding: conv_transpose2d takes an int or a pair"):
+        fl.conv_transpose2d(x, randn(rng, 4, 2, 3, 3), padding="same")
+    with pytest.raises(ValueError, match=r"bias: shape \(4,\) does not match the 2"):
+        fl.conv_transpose2d(x, randn(rng, 4, 2, 3, 3), randn(rng, 4))
+    with pytest.raises(ValueError, match=r"grad_out: shape .* does not match conv_transpose2d's output shape \(1, 2, 5, 5\)"):
+        fl.conv_transpose2d_backward(randn(rng, 1, 2, 4, 4), x, randn(rng, 4, 2, 3, 3))
