@@ -117,22 +117,25 @@ index_t split_at(index_t n, int parts, int i, index_t align) {
   return std::min(n, ceil_div(n, align) * i / parts * align);
 }
 
-// Threads as a tm x tn grid over C: the split whose largest share (in whole tiles) is
-// smallest; ties go to splitting rows, which keeps each thread's B panels shared and A
-// packed once (a column split packs the same A block in every thread of a row).
+// Threads as a tm x tn grid over C, by a cost in cycles: the largest share of tile-padded
+// multiply-adds (16 per cycle) plus the operand traffic each split duplicates (a column
+// split makes every thread of a row read/pack all of A, a row split all of B; ~0.3 cycle
+// per element). With tm == 1 each thread packs only its own B panels: no barriers at all.
 struct Grid {
   int tm, tn;
 };
-Grid choose_grid(index_t m, index_t n, int nt, int mr, int nr) {
+Grid choose_grid(index_t m, index_t n, index_t k, int nt, int mr, int nr) {
   Grid best{nt, 1};
-  index_t best_cost = -1;
-  for (int tm = nt; tm >= 1; --tm) {
+  double best_cost = -1.0;
+  for (int tm = 1; tm <= nt; ++tm) {
     if (nt % tm) continue;
     const int tn = nt / tm;
-    const index_t cost = ceil_div(ceil_div(m, mr), tm) * mr * (ceil_div(ceil_div(n, nr), tn) * nr);
-    if (best_cost < 0 || cost < best_cost) {
+    const double share = static_cast<double>(ceil_div(ceil_div(m, mr), tm) * mr) *
+                         static_cast<double>(ceil_div(ceil_div(n, nr), tn) * nr) * static_cast<double>(k) / 16.0;
+    const double traffic = 0.3 * (static_cast<double>(m) * k * tn + static_cast<double>(k) * n * tm) / nt;
+    if (best_cost < 0 || share + traffic < best_cost) {
       best = {tm, tn};
-      best_cost = cost;
+      best_cost = share + traffic;
     }
   }
   return best;
@@ -160,7 +163,7 @@ void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int T = omp_get_num_threads(), t = omp_get_thread_num();
-    const Grid g = choose_grid(p.m, p.n, T, MR, NR);
+    const Grid g = choose_grid(p.m, p.n, p.k, T, MR, NR);
     const int ti = t / g.tn, tj = t % g.tn;
     const index_t r0 = split_at(p.m, g.tm, ti, MR), r1 = split_at(p.m, g.tm, ti + 1, MR);
     const index_t c0 = split_at(p.n, g.tn, tj, NR), c1 = split_at(p.n, g.tn, tj + 1, NR);
@@ -169,11 +172,15 @@ void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
     const bool direct_a =
         cols_max <= kDirectACols || rows_max * p.k * static_cast<index_t>(sizeof(float)) <= kDirectABytes;
     const index_t MC = round_up(std::min<index_t>(uk.mc, rows_max), MR);
-    // Small problems (one A block per thread, all of B within L2): each thread packs each of
-    // its B panels right before use into an L1 buffer; no shared B block, no barriers
-    // (128^3: +4%). Not for B beyond L2: a lone panel is read 64 bytes per row at a stride
-    // of n, which DRAM and L3 serve poorly (32 x 2048 x 512: -10%), unlike pack_b_rows.
-    const bool jit_b = rows_max <= uk.mc && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kJitBBytes;
+    // Each thread packs each of its B panels right before use into an L1 buffer (no shared B
+    // block, no barriers) for small problems (one A block per thread, all of B within L2:
+    // 128^3 +4%) and for narrow B (n <= 64: a panel's rows are then at most 256 bytes apart,
+    // read densely; 4096 x 64 x 4096 needs no barrier). Not for wide B beyond L2: a lone
+    // panel is read 64 bytes per row at a stride of n, which DRAM and L3 serve poorly
+    // (32 x 2048 x 512: -10%), unlike pack_b_rows over whole rows.
+    const bool jit_b = (rows_max <= uk.mc && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kJitBBytes) ||
+                       p.n <= kDirectACols;
+    const bool own_b = g.tm == 1;  // each thread uses only its own B columns
     float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
     float* b_local = a_pack + MC * KC + 8;
     auto pack_panel = [&](index_t pc, index_t kc, index_t j0, int cols, float* dst) {
@@ -194,7 +201,12 @@ void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
         const float beta = pc == 0 ? p.beta : 1.0f;
         float* bbuf = b_pack + (step++ & 1) * KC * nc_max;
         if (!jit_b) {
-          const index_t jp0 = jr_panels * t / T, jp1 = jr_panels * (t + 1) / T;
+          // Team packing: a share of the block each, then a barrier; own_b: this thread's columns.
+          index_t jp0 = jr_panels * t / T, jp1 = jr_panels * (t + 1) / T;
+          if (own_b) {
+            jp0 = std::min(jr_panels, (std::max(c0, jc) - jc) / NR);
+            jp1 = std::max(jp0, ceil_div(std::min(c1, jc + nc) - jc, NR));
+          }
           index_t jp = jp0;
           if (uk.pack_b_rows && p.b_cs == 1) {
             const index_t full = std::min(jp1, nc / NR) - jp0;  // whole panels in this share
@@ -203,7 +215,9 @@ void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
           }
           for (; jp < jp1; ++jp)
             pack_panel(pc, kc, jc + jp * NR, static_cast<int>(std::min<index_t>(NR, nc - jp * NR)), bbuf + jp * kc * NR);
+          if (!own_b) {
 #pragma omp barrier
+          }
         }
         const index_t j_lo = std::max(c0, jc), j_hi = std::min(c1, jc + nc);
         if (j_lo >= j_hi || r0 >= r1) continue;
