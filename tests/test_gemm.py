@@ -294,3 +294,21 @@ def test_gemm_fast_path_keeps_errors(rng):
         fl.linear(a, randn(rng, 6, 5), randn(rng, 6), "relu")
     with pytest.raises(ValueError, match="bias: expected a 1-D array"):
         fl.linear(a, randn(rng, 6, 4), randn(rng, 2, 3))
+
+
+def test_gemm_column_split_across_column_blocks(rng):
+    """Threads splitting the columns (few rows) pack their own B panels without barriers; with
+    n > nc = 3072 and several k blocks a thread may run ahead into the next column block while
+    another still computes, so each must pack into a buffer of its own (regression: a shared
+    double buffer corrupted columns >= 3072 of 64 x 4096 x 4096 with 2 threads)."""
+    before = fl.get_num_threads()
+    try:
+        for m, n, k in ((64, 4096, 2048), (40, 3200, 600), (600, 3300, 600)):
+            a, b = randn(rng, m, k), randn(rng, k, n)
+            want = R.gemm(*f64(a, b))
+            for threads in (2, 3):
+                fl.set_num_threads(threads)
+                for _ in range(2):
+                    assert_close(fl.gemm(a, b), want, name=f"{(m, n, k)} threads={threads}")
+    finally:
+        fl.set_num_threads(before)

@@ -179,6 +179,9 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   const bool own_b = g.tm == 1;  // each thread uses only its own B columns
   float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
   float* b_local = a_pack + MC * KC + 8;
+  // own_b: this thread's B panels of one (jc, pc) block, in a buffer of its own.
+  float* own_buf = own_b && !jit_b ? thread_scratch_b(KC * std::min(round_up(uk.nc, NR), round_up(c1 - c0, NR)))
+                                   : nullptr;
   auto pack_panel = [&](index_t pc, index_t kc, index_t j0, int cols, float* dst) {
     const float* src = p.b + pc * p.b_rs + j0 * p.b_cs;
     if (uk.pack_b) {
@@ -195,22 +198,28 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
       const index_t kc = std::min(KC, p.k - pc);
       const bool last_k = pc + kc == p.k;
       const float beta = pc == 0 ? p.beta : 1.0f;
-      float* bbuf = b_pack + (step++ & 1) * KC * nc_max;
+      // The packed B block: panel of column j starts at blk + (j - blk_j0) * kc.
+      float* blk = b_pack + (step++ & 1) * KC * nc_max;
+      index_t blk_j0 = jc;
       if (!jit_b) {
-        // Team packing: a share of the block each, then a barrier; own_b: this thread's columns.
+        // Team packing: a share of the block each, then a barrier. own_b: this thread's columns
+        // into its own buffer (threads drift apart without barriers, so no shared buffer).
         index_t jp0 = jr_panels * t / T, jp1 = jr_panels * (t + 1) / T;
         if (own_b) {
           jp0 = std::min(jr_panels, (std::max(c0, jc) - jc) / NR);
-          jp1 = std::max(jp0, ceil_div(std::min(c1, jc + nc) - jc, NR));
+          jp1 = std::max(jp0, ceil_div(std::max(std::min(c1, jc + nc) - jc, index_t{0}), NR));
+          blk = own_buf;  // panel jp0 first
+          blk_j0 = jc + jp0 * NR;
         }
+        auto dst = [&](index_t jp) { return blk + (jc + jp * NR - blk_j0) * kc; };
         index_t jp = jp0;
         if (uk.pack_b_rows && p.b_cs == 1) {
           const index_t full = std::min(jp1, nc / NR) - jp0;  // whole panels in this share
-          if (full > 0) uk.pack_b_rows(p.b + pc * p.b_rs + jc + jp0 * NR, p.b_rs, kc, full, bbuf + jp0 * kc * NR);
+          if (full > 0) uk.pack_b_rows(p.b + pc * p.b_rs + jc + jp0 * NR, p.b_rs, kc, full, dst(jp0));
           jp += std::max<index_t>(full, 0);
         }
         for (; jp < jp1; ++jp)
-          pack_panel(pc, kc, jc + jp * NR, static_cast<int>(std::min<index_t>(NR, nc - jp * NR)), bbuf + jp * kc * NR);
+          pack_panel(pc, kc, jc + jp * NR, static_cast<int>(std::min<index_t>(NR, nc - jp * NR)), dst(jp));
         if (!own_b && T > 1) {  // (T == 1 always has own_b: never a barrier outside a team)
 #pragma omp barrier
         }
@@ -229,7 +238,7 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
         }
         for (index_t j0 = j_lo; j0 < j_hi; j0 += NR) {
           const int nr = static_cast<int>(std::min<index_t>(NR, j_hi - j0));
-          const float* bp = bbuf + (j0 - jc) * kc;
+          const float* bp = blk + (j0 - blk_j0) * kc;
           if (jit_b) {
             pack_panel(pc, kc, j0, nr, b_local);
             bp = b_local;
