@@ -1,13 +1,17 @@
 // The portable GEMM framework: cache blocking, packing and threading (BLIS's five loops).
 //
 //   for jc in N step nc          B block kc x nc lives in L3, packed once per (jc, pc)
-//     for pc in K step kc        by the whole team, in NR-wide micro-panels
+//     for pc in K step kc        (equal k blocks) by the team, in NR-wide micro-panels
 //       for ic in M step mc      each thread packs its own mc x kc A block (L2)
 //         for jr in nc step NR   the B micro-panel stays in L1 across the ir loop
 //           for ir in mc step MR micro-kernel: MR x NR tile in registers
 //
-// The epilogue (bias + activation) runs on each tile right after its last kc block, while
-// the tile is still in L1, so linear(..., activation) costs no extra pass over C.
+// Threads form a tm x tn grid over C (choose_grid). Variants chosen per call, each measured:
+// A read in place (small/narrow problems), B panels packed per thread just before use (small
+// or transposed B, narrow n), per-thread B blocks without barriers (column splits), and a
+// streaming kernel for M <= 4 (GEMV-like). The epilogue (bias + activation) is applied in the
+// micro-kernel's registers on the last kc block, so linear(..., activation) costs no extra
+// pass over C.
 #include <omp.h>
 
 #include <algorithm>
