@@ -832,6 +832,8 @@ def test_half_precision_only_where_the_api_accepts_it(cp, rng):
         assert str(F.linear(a, b.T).dtype) == dt
         with pytest.raises(TypeError, match="different dtypes"):
             F.matmul(a, b.astype(np.float32))
+        with pytest.raises(TypeError, match="different dtypes"):
+            F.gemm(a, b, cp.zeros(4, dtype=np.float32), beta=1.0)
         for fn in (F.relu, F.softmax, lambda x: F.layer_norm(x, 16), lambda x: F.mse_loss(x, x)):
             with pytest.raises(TypeError, match=f"dtype {dt} is not supported"):
                 fn(a)

@@ -125,7 +125,7 @@ def _run_gemm(oa, ob, out, alpha=1.0, beta=0.0, col_bias=None, row_bias=None, ac
 def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     require_cuda()
     cp = _cp()
-    dt = _same_dtype(a=a, b=b)
+    dt = _same_dtype(a=a, b=b, c=c if beta != 0.0 else None)
     oa = a.T if trans_a else a
     ob = b.T if trans_b else b
     m, n = int(oa.shape[0]), int(ob.shape[1])
