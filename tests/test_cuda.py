@@ -865,6 +865,76 @@ def test_results_are_device_arrays(cp, rng):
         assert isinstance(y, cp.ndarray) and y.dtype == np.float32 and y.flags.c_contiguous
 
 
+def _same_structure(dev, cpu, name):
+    """dev (CuPy results) against cpu (NumPy results of the same call): same nesting, None in
+    the same places, same shapes and dtypes, values close."""
+    if cpu is None:
+        assert dev is None, name
+    elif isinstance(cpu, tuple):
+        assert isinstance(dev, tuple) and len(dev) == len(cpu), name
+        for i, (d, c) in enumerate(zip(dev, cpu)):
+            _same_structure(d, c, f"{name}[{i}]")
+    else:
+        d = _host(dev)
+        assert d.shape == cpu.shape and d.dtype == cpu.dtype, (name, d.shape, cpu.shape, d.dtype, cpu.dtype)
+        if cpu.dtype == np.float32:
+            assert_close(d, cpu.astype(np.float64), name=name)  # float32 vs float32 kernels: rtol 1e-4
+        else:
+            np.testing.assert_array_equal(d, cpu, err_msg=name)
+
+
+# (id, call(xp, data)): calls whose CUDA signature or return convention was adapted to the
+# functional (CPU) one; data holds float32 NumPy inputs, moved to the device for the CuPy run.
+SIGNATURE_CASES = [
+    ("layer_norm-stats", lambda d: F.layer_norm(d["x"], 7, d["w7"], d["b7"], return_stats=True)),
+    ("layer_norm_backward-stats", lambda d: F.layer_norm_backward(
+        d["g"], d["x"], (7,), d["w7"], None, 1e-5, mean=F.layer_norm(d["x"], 7, return_stats=True)[1][0],
+        rstd=F.layer_norm(d["x"], 7, return_stats=True)[1][1])),
+    ("batch_norm-train-stats", lambda d: F.batch_norm(d["x"], None, None, d["w5"], d["b5"], training=True,
+                                                      return_stats=True)),
+    ("batch_norm-eval-stats", lambda d: F.batch_norm(d["x"], d["rm5"], d["rv5"], d["w5"], None, return_stats=True)),
+    ("batch_norm_backward-has_bias", lambda d: F.batch_norm_backward(d["g"], d["x"], d["w5"], d["m5"], d["i5"],
+                                                                     True)),
+    ("batch_norm_backward-no-bias", lambda d: F.batch_norm_backward(d["g"], d["x"], d["w5"], d["m5"], d["i5"],
+                                                                    True, has_bias=False)),
+    ("batch_norm_backward-no-weight", lambda d: F.batch_norm_backward(d["g"], d["x"], None, d["m5"], d["i5"],
+                                                                      False, 0.1, 1e-5, has_bias=True)),
+    ("dropout-p0", lambda d: F.dropout(d["x"], 0.0, True, seed=5)),
+    ("dropout-eval", lambda d: F.dropout(d["x"], 0.5, False)),
+    ("dropout_backward-eval", lambda d: F.dropout_backward(d["g"], None, 0.5, False)),
+    ("embedding_backward-padding", lambda d: F.embedding_backward(d["ge"], d["idx"], d["w7"][None].repeat(5, 0),
+                                                                  padding_idx=-2)),
+    ("mse_loss_backward-mean", lambda d: F.mse_loss_backward(0.5, d["x"], d["g"])),
+    ("cross_entropy_backward-sum", lambda d: F.cross_entropy_backward(2.0, d["x"][:, :, 0], d["t"], "sum",
+                                                                      0.1, 1)),
+    ("max_pool2d_backward-3d", lambda d: F.max_pool2d_backward(
+        d["p"], d["x"], F.max_pool2d(d["x"], 2, return_indices=True)[1], 2, return_indices=True)),
+    ("adaptive_max_pool2d_backward-3d", lambda d: F.adaptive_max_pool2d_backward(
+        d["p"], d["x"], F.adaptive_max_pool2d(d["x"], (None, 3), return_indices=True)[1], (None, 3))),
+    ("adaptive_avg_pool2d-none", lambda d: F.adaptive_avg_pool2d(d["x"], (2, None))),
+    ("upsample_nearest2d-float-scale", lambda d: F.upsample_nearest2d(d["x"], 2.0)),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,call", SIGNATURE_CASES, ids=[c[0] for c in SIGNATURE_CASES])
+def test_cuda_results_match_the_cpu_functions(cp, rng, name, call):
+    """The same public call on NumPy and on CuPy arrays: same structure (tuples, None), shapes,
+    dtypes, and values (both float32 kernels, so rtol 1e-4 against each other)."""
+    base = {"x": randn(rng, 4, 5, 7), "g": randn(rng, 4, 5, 7), "p": randn(rng, 4, 2, 3), "w7": randn(rng, 7),
+            "b7": randn(rng, 7), "w5": randn(rng, 5), "b5": randn(rng, 5), "rm5": randn(rng, 5),
+            "rv5": np.abs(randn(rng, 5)) + 0.5, "m5": randn(rng, 5), "i5": np.abs(randn(rng, 5)) + 0.5,
+            "idx": np.array([[0, 3], [3, 1], [1, 1]], np.int64), "ge": randn(rng, 3, 2, 7),
+            "t": np.array([0, 1, 4, 2], np.int64)}
+    if name == "max_pool2d_backward-3d":
+        base["p"] = randn(rng, 4, 2, 3)
+    elif name.startswith("adaptive_max"):
+        base["p"] = randn(rng, 4, 5, 3)
+    cpu = call({k: v.copy() for k, v in base.items()})
+    dev = call({k: cp.asarray(v) for k, v in base.items()})
+    _same_structure(dev, cpu, name)
+
+
 # ---- always run: the CuPy-side plumbing against NumPy stand-ins -------------------------------
 # _cuda.py's own logic (operand strides and transposes, batch strides and broadcasting, output
 # shapes, the pooling output sizes) checked on the CPU: CuPy is replaced by NumPy and the
