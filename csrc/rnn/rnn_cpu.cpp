@@ -1,9 +1,12 @@
 // Drivers of the recurrent layers: weight packing, the input-projection and weight-gradient
 // GEMMs (run_gemm over all T*B rows at once), and the time loop run by one OpenMP team with
-// a barrier per step. The per-step work is in the ISA kernels (rnn_kernels_impl.h).
+// a step-completion counter (run_steps). The per-step work is in the ISA kernels
+// (rnn_kernels_impl.h).
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -12,6 +15,10 @@
 #include "core/parallel.h"
 #include "gemm/gemm.h"
 #include "rnn/rnn.h"
+
+#if defined(FASTLAYERS_X86)
+#include <immintrin.h>
+#endif
 
 namespace fl {
 namespace {
@@ -47,17 +54,15 @@ float* scratch(Slot slot, index_t n) {
   return bufs[slot].get();
 }
 
-// Threads for a time loop doing `flops_per_step` multiply-adds per step over `items` tiles.
-// A barrier costs ~1-2 us (~100k FMAs at 2 x 8 lanes x 2 pipes x 3 GHz); below ~64k FMAs per
-// thread per step the team costs more than it brings.
+// Threads for a time loop doing `fma_per_step` multiply-adds per step over `items` tiles.
+// Synchronising a step costs ~1-2 us (~100k FMAs at 2 x 8 lanes x 2 pipes x 3 GHz); below
+// ~64k FMAs per thread per step the team costs more than it brings.
 int loop_threads(index_t fma_per_step, index_t items) {
   const int nt = threads_for(fma_per_step, index_t{1} << 16);
   return static_cast<int>(std::max<index_t>(1, std::min<index_t>(nt, items)));
 }
 
-// Tiles x row-blocks work items, split statically so that every thread owns the same tiles
-// (and rows) at every step: its panels stay in its cache and its part of the cell state is
-// only ever touched by it.
+// Tiles x row-blocks work items; f(tile_begin, tile_end, r0, r1) runs a range of them.
 struct Partition {
   index_t tiles, row_groups, items;
   Partition(index_t tiles_, index_t B, int nt) : tiles(tiles_) {
@@ -65,24 +70,83 @@ struct Partition {
     if (tiles >= nt) row_groups = 1;
     items = tiles * row_groups;
   }
-  // Item range of thread t of nt, as (tile, rows) runs handed to f(tile_begin, tile_end, r0, r1).
   template <class F>
-  void run(int t, int nt, index_t B, F&& f) const {
-    const index_t begin = items * t / nt, end = items * (t + 1) / nt;
+  void run(index_t begin, index_t end, index_t B, F&& f) const {
     for (index_t it = begin; it < end;) {
       const index_t tile = it / row_groups, g = it % row_groups;
-      if (row_groups == 1) {
-        // Contiguous tiles in one call.
-        const index_t tile_end = std::min(end, tiles);
-        f(tile, tile_end, index_t{0}, B);
-        it = tile_end;
-        continue;
+      if (row_groups == 1) {  // contiguous tiles in one call
+        f(tile, end, index_t{0}, B);
+        return;
       }
       f(tile, tile + 1, B * g / row_groups, B * (g + 1) / row_groups);
       ++it;
     }
   }
 };
+
+// run_gemm with a higher bar for a second thread than its default (1M FMAs): the GEMMs of a
+// small recurrent layer (batch 1: 6.5M FMAs) finished faster alone than after waking a
+// second thread (measured ~10x slower with two threads on this shared 2-core machine).
+void gemm(GemmParams g) {
+  g.num_threads = threads_for(g.m * g.n * g.k, index_t{1} << 23);
+  run_gemm(g);
+}
+
+inline void cpu_relax() {
+#if defined(FASTLAYERS_X86)
+  _mm_pause();
+#endif
+}
+
+// The time loop: `steps` steps, each a set of work items in chunks, step s + 1 starting only
+// when every chunk of step s is done. Each thread first takes its own chunks (the same ones
+// at every step, so its panels and its part of the cell state stay in its cache), then any
+// chunk still unclaimed. A chunk is claimed by moving its counter from s - 1 to s, so a
+// thread that the OS has descheduled (2 cores shared with other processes) holds up nobody:
+// the others take its chunks instead of waiting at a barrier for it (a barrier made the
+// batch-1 case 20x slower on this loaded machine). work(s, item_begin, item_end).
+template <class F>
+void run_steps(index_t steps, index_t items, int nt, F&& work) {
+  if (nt <= 1) {
+    for (index_t s = 0; s < steps; ++s) work(s, index_t{0}, items);
+    return;
+  }
+  // ~4 chunks per thread: enough to rebalance, few enough that claiming costs nothing.
+  const index_t chunk = std::max<index_t>(1, items / (4 * nt));
+  const index_t nchunks = ceil_div(items, chunk);
+  struct alignas(64) Claim {
+    std::atomic<index_t> step;
+  };
+  std::unique_ptr<Claim[]> claims(new Claim[nchunks]);
+  for (index_t c = 0; c < nchunks; ++c) claims[c].step.store(-1, std::memory_order_relaxed);
+  alignas(64) std::atomic<index_t> done{0};
+
+#pragma omp parallel num_threads(nt)
+  {
+    const index_t tid = omp_get_thread_num(), team = omp_get_num_threads();
+    const index_t own = nchunks * tid / team;
+    for (index_t s = 0; s < steps; ++s) {
+      for (index_t i = 0; i < nchunks; ++i) {
+        const index_t c = (own + i) % nchunks;
+        index_t expect = s - 1;
+        if (claims[c].step.load(std::memory_order_relaxed) != expect) continue;
+        if (!claims[c].step.compare_exchange_strong(expect, s, std::memory_order_acq_rel)) continue;
+        work(s, c * chunk, std::min(items, (c + 1) * chunk));
+        done.fetch_add(1, std::memory_order_acq_rel);
+      }
+      // Wait for the step: spin briefly (a quiet machine finishes in microseconds), then yield
+      // the core, which may be the one the missing thread needs.
+      const index_t target = (s + 1) * nchunks;
+      for (int spin = 0; done.load(std::memory_order_acquire) < target; ++spin) {
+        if (spin < 4096) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+}
 
 // Pack w_hh for the step kernels (layouts in rnn.h). backward=false: forward panels.
 const float* pack_recurrent(RnnMode mode, const float* w_hh, index_t H, int W, bool backward, index_t* tiles_out) {
@@ -93,7 +157,10 @@ const float* pack_recurrent(RnnMode mode, const float* w_hh, index_t H, int W, b
   const index_t K = backward ? GH : H;
   const index_t panel = K * 4 * W;
   float* dst = scratch(kSlotPanels, tiles * panel);
-  parallel_for(tiles, 1, [&](index_t tb, index_t te) {
+  // >= 256k floats per thread: packing the batch-1 shape's 1 MB on two threads cost more in
+  // wake-up than it saved.
+  parallel_for(tiles, std::max<index_t>(1, (index_t{1} << 18) / std::max<index_t>(1, panel)),
+               [&](index_t tb, index_t te) {
     for (index_t j = tb; j < te; ++j) {
       float* pj = dst + j * panel;
       for (int v = 0; v < 4; ++v) {
@@ -167,7 +234,7 @@ void run_rnn_layer_forward(const RnnLayerForward& p) {
   g.c = xp;
   g.ldc = GH;
   g.col_bias = bias;
-  run_gemm(g);
+  gemm(g);
 
   index_t tiles = 0;
   const float* panels = pack_recurrent(p.mode, p.w_hh, H, ker.lanes, false, &tiles);
@@ -212,17 +279,12 @@ void run_rnn_layer_forward(const RnnLayerForward& p) {
     return a;
   };
 
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-    for (index_t s = 0; s < T; ++s) {
-      const StepForward a = step_args(s);
-      part.run(tid, team, B, [&](index_t tb, index_t te, index_t r0, index_t r1) {
-        ker.forward_tiles(a, tb, te, r0, r1);
-      });
-#pragma omp barrier
-    }
-  }
+  run_steps(T, part.items, nt, [&](index_t s, index_t begin, index_t end) {
+    const StepForward a = step_args(s);
+    part.run(begin, end, B, [&](index_t tb, index_t te, index_t r0, index_t r1) {
+      ker.forward_tiles(a, tb, te, r0, r1);
+    });
+  });
 
   const index_t t_last = p.reverse ? 0 : T - 1;
   copy_rows(p.h_n, H, p.y + t_last * B * p.ldy, p.ldy, B, H);
@@ -281,28 +343,21 @@ void run_rnn_layer_backward(const RnnLayerBackward& p) {
     return a;
   };
 
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-    for (index_t s = 0; s < T; ++s) {
-      const StepBackward a = step_args(s);
-      part.run(tid, team, B, [&](index_t tb, index_t te, index_t r0, index_t r1) {
-        ker.backward_tiles(a, tb, te, r0, r1);
-      });
-#pragma omp barrier
-    }
-    // The gradient of h0: one more recurrent product, no pointwise work.
-    StepBackward a{};
-    a.mode = p.mode;
-    a.B = B;
-    a.H = H;
-    a.panels = panels;
-    a.dg_next = dg + (p.reverse ? T - 1 : 0) * B * GH;
-    a.dh_out = p.dh0;
-    part.run(tid, team, B, [&](index_t tb, index_t te, index_t r0, index_t r1) {
+  // Steps 0..T-1, then step T: the gradient of h0, one more recurrent product with no
+  // pointwise work.
+  StepBackward last{};
+  last.mode = p.mode;
+  last.B = B;
+  last.H = H;
+  last.panels = panels;
+  last.dg_next = dg + (p.reverse ? T - 1 : 0) * B * GH;
+  last.dh_out = p.dh0;
+  run_steps(T + 1, part.items, nt, [&](index_t s, index_t begin, index_t end) {
+    const StepBackward a = s < T ? step_args(s) : last;
+    part.run(begin, end, B, [&](index_t tb, index_t te, index_t r0, index_t r1) {
       ker.backward_tiles(a, tb, te, r0, r1);
     });
-  }
+  });
   if (lstm) copy_rows(p.dc0, H, dc, H, B, H);
 
   // Weight gradients over all T*B rows at once.
@@ -318,7 +373,7 @@ void run_rnn_layer_backward(const RnnLayerBackward& p) {
   g.b_cs = 1;
   g.c = p.dw_ih;
   g.ldc = I;
-  run_gemm(g);
+  gemm(g);
 
   // dw_hh = sum_t dG_t^T h_{t-1}: the steps with a predecessor in one GEMM (dG rows of steps
   // 1.. against y rows of steps ..T-2, shifted by one step), then the first step against h0.
@@ -335,7 +390,7 @@ void run_rnn_layer_backward(const RnnLayerBackward& p) {
   h.b_cs = 1;
   h.c = p.dw_hh;
   h.ldc = H;
-  run_gemm(h);  // k == 0 (T == 1) writes zeros
+  gemm(h);  // k == 0 (T == 1) writes zeros
   if (p.h0) {
     GemmParams h0 = h;
     h0.k = B;
@@ -343,12 +398,12 @@ void run_rnn_layer_backward(const RnnLayerBackward& p) {
     h0.b = p.h0;
     h0.b_rs = H;
     h0.beta = 1.0f;
-    run_gemm(h0);
+    gemm(h0);
   }
 
   if (p.db) {
     float* db = p.db;
-    parallel_for(GH, 256, [&](index_t c0, index_t c1) {
+    parallel_for(GH, std::max<index_t>(256, (index_t{1} << 18) / (T * B)), [&](index_t c0, index_t c1) {
       std::fill(db + c0, db + c1, 0.0f);
       for (index_t r = 0; r < T * B; ++r) {
         const float* row = dg + r * GH;
@@ -370,7 +425,7 @@ void run_rnn_layer_backward(const RnnLayerBackward& p) {
   d.c = p.dx;
   d.ldc = p.lddx;
   d.beta = p.accumulate_dx ? 1.0f : 0.0f;
-  run_gemm(d);
+  gemm(d);
 }
 
 }  // namespace fl
