@@ -84,11 +84,13 @@ struct Partition {
   }
 };
 
-// run_gemm with a higher bar for a second thread than its default (1M FMAs): the GEMMs of a
-// small recurrent layer (batch 1: 6.5M FMAs) finished faster alone than after waking a
-// second thread (measured ~10x slower with two threads on this shared 2-core machine).
+// run_gemm with a higher bar for a second thread than its default (1M FMAs per thread):
+// 2M. Measured on the batch-1 shape (T=50, I=128, H=256), quiet machine: 1 thread for the
+// GEMMs and the packing 0.90 ms per call, 2 threads 0.65 ms; with the bar at 8M instead,
+// the loaded machine fared better (waking a descheduled OpenMP worker costs milliseconds
+// there), but the quiet machine is what the numbers are for.
 void gemm(GemmParams g) {
-  g.num_threads = threads_for(g.m * g.n * g.k, index_t{1} << 23);
+  g.num_threads = threads_for(g.m * g.n * g.k, index_t{1} << 21);
   run_gemm(g);
 }
 
@@ -157,9 +159,8 @@ const float* pack_recurrent(RnnMode mode, const float* w_hh, index_t H, int W, b
   const index_t K = backward ? GH : H;
   const index_t panel = K * 4 * W;
   float* dst = scratch(kSlotPanels, tiles * panel);
-  // >= 256k floats per thread: packing the batch-1 shape's 1 MB on two threads cost more in
-  // wake-up than it saved.
-  parallel_for(tiles, std::max<index_t>(1, (index_t{1} << 18) / std::max<index_t>(1, panel)),
+  // >= 64k floats per thread (see gemm() above for the measurement).
+  parallel_for(tiles, std::max<index_t>(1, (index_t{1} << 16) / std::max<index_t>(1, panel)),
                [&](index_t tb, index_t te) {
     for (index_t j = tb; j < te; ++j) {
       float* pj = dst + j * panel;
