@@ -57,7 +57,7 @@ def _inference_case(torch, rng, kind, T, B, I, H, L=1, bi=False, numpy=True, not
     m = _module(torch, kind, I, H, L, bi) if torch else None
     params = _params_from(m, L, bi) if torch else _random_params(rng, G, I, H, L, bi)
     x = rng.standard_normal((T, B, I), dtype=np.float32)
-    kw = dict(num_layers=L, bidirectional=bi)
+    kw = {"num_layers": L, "bidirectional": bi}
     if kind == "lstm":
         def fast():
             return fl.lstm(x, params, **kw)
@@ -90,11 +90,11 @@ def _training_case(torch, rng, T, B, I, H, numpy=True):
     g = rng.standard_normal((T, B, H), dtype=np.float32)
 
     def fast():
-        out, _, reserve = fl.lstm(x, params, training=True)
+        _out, _, reserve = fl.lstm(x, params, training=True)
         return fl.lstm_backward(g, None, None, x, params, reserve)[0]
 
     def ref():
-        out, _, reserve = R.lstm(x, params, training=True)
+        _out, _, reserve = R.lstm(x, params, training=True)
         return R.lstm_backward(g, None, None, x, params, reserve)[0]
 
     peer = None

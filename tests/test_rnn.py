@@ -63,11 +63,11 @@ def test_lstm_forward_backward_vs_reference(rng, T, B, I, H, L, bi, bf, given):
     params = make_params(rng, 4, I, H, L, dirs)
     x = randn(rng, *((B, T, I) if bf else (T, B, I)))
     h0, c0 = states(rng, given, L * dirs, B, H), states(rng, given, L * dirs, B, H)
-    kw = dict(num_layers=L, bidirectional=bi, batch_first=bf)
+    kw = {"num_layers": L, "bidirectional": bi, "batch_first": bf}
     out, (h_n, c_n), reserve = fl.lstm(x, params, h0, c0, training=True, **kw)
     r_out, (r_h, r_c), r_res = R.lstm(f64(x), p64(params), f64(h0), f64(c0), training=True, **kw)
     close_tree([out, h_n, c_n], [r_out, r_h, r_c], "lstm forward")
-    inf_out, (inf_h, inf_c) = fl.lstm(x, params, h0, c0, **kw)  # the inference path (no reserve)
+    inf_out, (_inf_h, inf_c) = fl.lstm(x, params, h0, c0, **kw)  # the inference path (no reserve)
     np.testing.assert_array_equal(inf_out, out)
     np.testing.assert_array_equal(inf_c, c_n)
 
@@ -84,7 +84,7 @@ def test_rnn_forward_backward_vs_reference(rng, T, B, I, H, L, bi, bf, given, no
     params = make_params(rng, 1, I, H, L, dirs)
     x = randn(rng, *((B, T, I) if bf else (T, B, I)))
     h0 = states(rng, given, L * dirs, B, H)
-    kw = dict(nonlinearity=nonlinearity, num_layers=L, bidirectional=bi, batch_first=bf)
+    kw = {"nonlinearity": nonlinearity, "num_layers": L, "bidirectional": bi, "batch_first": bf}
     out, h_n, reserve = fl.rnn(x, params, h0, training=True, **kw)
     r_out, r_h, r_res = R.rnn(f64(x), p64(params), f64(h0), training=True, **kw)
     close_tree([out, h_n], [r_out, r_h], "rnn forward")
@@ -100,7 +100,7 @@ def test_no_bias_and_none_state_gradients(rng):
     T, B, I, H = 4, 3, 5, 6
     params = [p[:2] for p in make_params(rng, 4, I, H, 2, 1)]  # (w_ih, w_hh): bias=False
     x = randn(rng, T, B, I)
-    out, (h_n, c_n), reserve = fl.lstm(x, params, num_layers=2, training=True)
+    out, (_h_n, _c_n), reserve = fl.lstm(x, params, num_layers=2, training=True)
     r_out, _, r_res = R.lstm(f64(x), p64(params), num_layers=2, training=True)
     assert_close(out, r_out)
     g = randn(rng, *out.shape)
@@ -190,7 +190,7 @@ def test_reference_backward_vs_numeric_grad(rng):
     T, B, I, H, L = 3, 2, 3, 4, 2
     params = p64(make_params(rng, 4, I, H, L, 2))
     x, h0, c0 = f64(randn(rng, B, T, I), randn(rng, 2 * L, B, H), randn(rng, 2 * L, B, H))
-    kw = dict(num_layers=L, bidirectional=True, batch_first=True)
+    kw = {"num_layers": L, "bidirectional": True, "batch_first": True}
     out, (h_n, c_n), res = R.lstm(x, params, h0, c0, training=True, **kw)
     g_out, g_h, g_c = f64(randn(rng, *out.shape), randn(rng, *h_n.shape), randn(rng, *c_n.shape))
 
@@ -250,13 +250,13 @@ def test_long_sequence_large_inputs_stay_finite(rng):
     T, B, I, H = 2000, 2, 8, 24
     x = randn(rng, T, B, I, scale=100.0)
     params = make_params(rng, 4, I, H, 2, 2)
-    out, (h, c), res = fl.lstm(x, params, num_layers=2, bidirectional=True, training=True)
+    out, (_, c), res = fl.lstm(x, params, num_layers=2, bidirectional=True, training=True)
     assert np.all(np.isfinite(out)) and np.all(np.abs(out) <= 1.0)
     assert np.all(np.isfinite(c))
     grads = fl.lstm_backward(randn(rng, *out.shape), None, None, x, params, res, num_layers=2, bidirectional=True)
     assert np.all(np.isfinite(grads[0]))
     assert all(np.all(np.isfinite(a)) for p in grads[1] for a in p)
-    out, h = fl.rnn(x, make_params(rng, 1, I, H), nonlinearity="tanh")
+    out, _h = fl.rnn(x, make_params(rng, 1, I, H), nonlinearity="tanh")
     assert np.all(np.isfinite(out)) and np.all(np.abs(out) <= 1.0)
 
 
@@ -420,7 +420,7 @@ def test_matches_torch_with_its_weights(rng, kind):
     h0 = randn(rng, 2 * L, B, H)
     tx = torch.from_numpy(x).requires_grad_()
     th0 = torch.from_numpy(h0).requires_grad_()
-    kw = dict(num_layers=L, bidirectional=True, batch_first=True)
+    kw = {"num_layers": L, "bidirectional": True, "batch_first": True}
     if kind == "lstm":
         c0 = randn(rng, 2 * L, B, H)
         tc0 = torch.from_numpy(c0).requires_grad_()

@@ -11,7 +11,8 @@
 // into 4-vector panels, with the gate nonlinearities and the cell update applied to each
 // tile while it is still in registers/L1 (no separate pass over the gates). One OpenMP team
 // lives for the whole sequence; each thread owns a fixed set of hidden-unit tiles (so its
-// panels stay in its own L2) and the steps are separated by a barrier, not a fork/join.
+// panels stay in its own L2), takes over tiles of a thread the OS has descheduled, and
+// waits between steps on a completion counter, not a fork/join.
 #pragma once
 
 #include "core/common.h"

@@ -36,14 +36,14 @@ from .. import _core
 from .._arrays import backend, check_array, contiguous
 
 __all__ = [
-    "lstm_cell",
-    "lstm_cell_backward",
-    "rnn_cell",
-    "rnn_cell_backward",
     "lstm",
     "lstm_backward",
+    "lstm_cell",
+    "lstm_cell_backward",
     "rnn",
     "rnn_backward",
+    "rnn_cell",
+    "rnn_cell_backward",
 ]
 
 _MODE = {"lstm": 0, "tanh": 1, "relu": 2}
@@ -57,7 +57,7 @@ class RNNReserve:
     gates[k] / cells[k] (LSTM, per layer and direction k): the activated gates i, f, g, o
     (T*B, 4H) and the cell states (T*B, H) of every step. Treat it as opaque."""
 
-    __slots__ = ("kind", "shape", "outputs", "gates", "cells")
+    __slots__ = ("cells", "gates", "kind", "outputs", "shape")
 
     def __init__(self, kind, shape, outputs, gates, cells):
         self.kind = kind  # "lstm", "tanh" or "relu"
@@ -75,7 +75,12 @@ def _shape(a):
     return tuple(a.shape)
 
 
-def _cpu_only(name, arrays):
+def _cpu_only(name, arrays, params=None):
+    if params is not None and isinstance(params, (list, tuple)):
+        names = ("w_ih", "w_hh", "b_ih", "b_hh")
+        for k, p in enumerate(params):
+            if isinstance(p, (list, tuple)):
+                arrays.update({f"params[{k}].{names[j]}": a for j, a in enumerate(p[:4])})
     if backend(**arrays) == "cuda":
         raise NotImplementedError(f"{name}: no CUDA kernel for the recurrent layers yet; use NumPy arrays")
 
@@ -260,7 +265,7 @@ def lstm(x, params, h0=None, c0=None, *, num_layers=1, bidirectional=False, batc
     h0, c0: (num_layers * dirs, B, H) or None (zeros).
     Returns (output, (h_n, c_n)); output (T, B, dirs*H) (batch-first when batch_first). With
     training=True returns (output, (h_n, c_n), reserve) for lstm_backward."""
-    _cpu_only("lstm", dict(x=x, h0=h0, c0=c0))
+    _cpu_only("lstm", {"x": x, "h0": h0, "c0": c0}, params)
     out, h_n, c_n, reserve = _forward("lstm", x, params, h0, c0, num_layers, bidirectional, batch_first, training)
     return (out, (h_n, c_n), reserve) if training else (out, (h_n, c_n))
 
@@ -270,7 +275,7 @@ def rnn(x, params, h0=None, *, nonlinearity="tanh", num_layers=1, bidirectional=
     """Stacked, optionally bidirectional Elman RNN: h_t = act(x_t w_ih^T + b_ih + h_{t-1} w_hh^T + b_hh)
     with act tanh or relu; shapes as lstm's with H instead of 4H. Returns (output, h_n)
     (+ reserve with training=True)."""
-    _cpu_only("rnn", dict(x=x, h0=h0))
+    _cpu_only("rnn", {"x": x, "h0": h0}, params)
     _check_nonlinearity(nonlinearity)
     out, h_n, _, reserve = _forward(nonlinearity, x, params, h0, None, num_layers, bidirectional, batch_first,
                                     training)
@@ -280,8 +285,8 @@ def rnn(x, params, h0=None, *, nonlinearity="tanh", num_layers=1, bidirectional=
 def lstm_backward(grad_output, grad_h_n, grad_c_n, x, params, reserve, h0=None, c0=None, *, num_layers=1,
                   bidirectional=False, batch_first=False):
     """Gradients of lstm: (grad_x, grad_params, grad_h0, grad_c0); see the module docstring."""
-    _cpu_only("lstm_backward", dict(grad_output=grad_output, grad_h_n=grad_h_n, grad_c_n=grad_c_n, x=x, h0=h0,
-                                    c0=c0))
+    _cpu_only("lstm_backward", {"grad_output": grad_output, "grad_h_n": grad_h_n, "grad_c_n": grad_c_n, "x": x, "h0": h0,
+                                    "c0": c0}, params)
     grad_x, grads, dh0, dc0 = _backward("lstm", grad_output, grad_h_n, grad_c_n, x, params, reserve, h0, c0,
                                         num_layers, bidirectional, batch_first)
     return grad_x, grads, None if h0 is None else dh0, None if c0 is None else dc0
@@ -290,7 +295,7 @@ def lstm_backward(grad_output, grad_h_n, grad_c_n, x, params, reserve, h0=None, 
 def rnn_backward(grad_output, grad_h_n, x, params, reserve, h0=None, *, nonlinearity="tanh", num_layers=1,
                  bidirectional=False, batch_first=False):
     """Gradients of rnn: (grad_x, grad_params, grad_h0); see the module docstring."""
-    _cpu_only("rnn_backward", dict(grad_output=grad_output, grad_h_n=grad_h_n, x=x, h0=h0))
+    _cpu_only("rnn_backward", {"grad_output": grad_output, "grad_h_n": grad_h_n, "x": x, "h0": h0}, params)
     _check_nonlinearity(nonlinearity)
     grad_x, grads, dh0, _ = _backward(nonlinearity, grad_output, grad_h_n, None, x, params, reserve, h0, None,
                                       num_layers, bidirectional, batch_first)
@@ -319,7 +324,7 @@ def _cell_params(w_ih, w_hh, b_ih, b_hh):
 
 def lstm_cell(x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step: x (B, I), hx and cx (B, H) -> (h, c), each (B, H)."""
-    _cpu_only("lstm_cell", dict(x=x, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh))
+    _cpu_only("lstm_cell", {"x": x, "hx": hx, "cx": cx, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
     _check_cell(x, hx, cx, w_ih, w_hh, b_ih, b_hh, 4)
     out, (_, c) = lstm(x[None], _cell_params(w_ih, w_hh, b_ih, b_hh), hx[None], cx[None])
     return out[0], c[0]
@@ -328,7 +333,7 @@ def lstm_cell(x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
 def lstm_cell_backward(grad_h, grad_c, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     """Gradients (grad_x, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) of
     lstm_cell from the gradients of h and c (grad_c may be None: zero)."""
-    _cpu_only("lstm_cell_backward", dict(grad_h=grad_h, grad_c=grad_c, x=x, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh))
+    _cpu_only("lstm_cell_backward", {"grad_h": grad_h, "grad_c": grad_c, "x": x, "hx": hx, "cx": cx, "w_ih": w_ih, "w_hh": w_hh})
     B, H = _check_cell(x, hx, cx, w_ih, w_hh, b_ih, b_hh, 4)
     for g, name in ((grad_h, "grad_h"), (grad_c, "grad_c")):
         if g is not None:
@@ -344,7 +349,7 @@ def lstm_cell_backward(grad_h, grad_c, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=No
 
 def rnn_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     """One Elman RNN step: act(x @ w_ih.T + b_ih + hx @ w_hh.T + b_hh), act tanh or relu."""
-    _cpu_only("rnn_cell", dict(x=x, hx=hx, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh))
+    _cpu_only("rnn_cell", {"x": x, "hx": hx, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
     _check_nonlinearity(nonlinearity)
     _check_cell(x, hx, None, w_ih, w_hh, b_ih, b_hh, 1)
     out, _ = rnn(x[None], _cell_params(w_ih, w_hh, b_ih, b_hh), hx[None], nonlinearity=nonlinearity)
@@ -353,7 +358,7 @@ def rnn_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
 
 def rnn_cell_backward(grad_h, x, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     """Gradients (grad_x, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) of rnn_cell."""
-    _cpu_only("rnn_cell_backward", dict(grad_h=grad_h, x=x, hx=hx, w_ih=w_ih, w_hh=w_hh))
+    _cpu_only("rnn_cell_backward", {"grad_h": grad_h, "x": x, "hx": hx, "w_ih": w_ih, "w_hh": w_hh})
     _check_nonlinearity(nonlinearity)
     B, H = _check_cell(x, hx, None, w_ih, w_hh, b_ih, b_hh, 1)
     check_array(grad_h, "grad_h", ndim=2)

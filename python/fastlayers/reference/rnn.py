@@ -16,14 +16,14 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "lstm_cell",
-    "lstm_cell_backward",
-    "rnn_cell",
-    "rnn_cell_backward",
     "lstm",
     "lstm_backward",
+    "lstm_cell",
+    "lstm_cell_backward",
     "rnn",
     "rnn_backward",
+    "rnn_cell",
+    "rnn_cell_backward",
 ]
 
 
@@ -136,19 +136,20 @@ def _run(x, params, states, num_layers, bidirectional, batch_first, cell):
     return out, finals, reserve
 
 
-def _init_states(x, params, h0, num_layers, dirs, batch_first, n):
+def _init_state(x, params, h0, num_layers, dirs, batch_first):
+    """h0, or zeros of shape (num_layers * dirs, B, H)."""
+    if h0 is not None:
+        return h0
     B = x.shape[0] if batch_first else x.shape[1]
     H = params[0][1].shape[1]
-    zero = np.zeros((num_layers * dirs, B, H), dtype=x.dtype)
-    h0 = zero if h0 is None else h0
-    return B, H, h0
+    return np.zeros((num_layers * dirs, B, H), dtype=x.dtype)
 
 
 def lstm(x, params, h0=None, c0=None, *, num_layers=1, bidirectional=False, batch_first=False, training=False):
     """Stacked (bidirectional) LSTM over a sequence. Returns (output, (h_n, c_n)) and, with
     training=True, a reserve for lstm_backward as the third element."""
     dirs = 2 if bidirectional else 1
-    B, H, h0 = _init_states(x, params, h0, num_layers, dirs, batch_first, 0)
+    h0 = _init_state(x, params, h0, num_layers, dirs, batch_first)
     c0 = np.zeros_like(h0) if c0 is None else c0
     states = [(h0[k], c0[k]) for k in range(num_layers * dirs)]
 
@@ -167,7 +168,7 @@ def rnn(x, params, h0=None, *, nonlinearity="tanh", num_layers=1, bidirectional=
         training=False):
     """Stacked (bidirectional) Elman RNN. Returns (output, h_n) (+ reserve when training)."""
     dirs = 2 if bidirectional else 1
-    B, H, h0 = _init_states(x, params, h0, num_layers, dirs, batch_first, 0)
+    h0 = _init_state(x, params, h0, num_layers, dirs, batch_first)
     states = [(h0[k],) for k in range(num_layers * dirs)]
 
     def cell(xt, st, w):
