@@ -231,8 +231,8 @@ def test_gemm_strided_views(cp, rng):
     av, bv = a[::2, 3:50], b[5:52, ::3]  # odd leading dimensions, unit and non-unit strides
     out = _cuda.gemm(cp.asarray(a)[::2, 3:50], cp.asarray(b)[5:52, ::3])
     assert_close(_host(out), f64(av) @ f64(bv))
-    out = _cuda.gemm(cp.asarray(a)[1:48, 2:62].T, cp.asarray(b)[:47, 1:].T, trans_a=True, trans_b=True)
-    assert_close(_host(out), f64(a[1:48, 2:62]) @ f64(b[:47, 1:]))
+    out = _cuda.gemm(cp.asarray(a)[1:48, 2:62].T, cp.asarray(b)[:60, 1:].T, trans_a=True, trans_b=True)
+    assert_close(_host(out), f64(a[1:48, 2:62]) @ f64(b[:60, 1:]))
 
 
 @pytest.mark.gpu
@@ -259,13 +259,16 @@ def test_gemm_half(cp, rng, m, n, k, trans_a, trans_b):
 @pytest.mark.parametrize("cfg", [0, 1])
 def test_gemm_half_both_tile_configs(cp, rng, cfg):
     """Both tensor-core tile shapes (the benchmark picks one with FASTLAYERS_CUDA_GEMM_CFG)."""
+    from fastlayers import _cuda
+
     m, n, k = 300, 520, 264
     for dt in _half_dtypes(cp):
         a = cp.asarray(randn(rng, m, k)).astype(dt)
         b = cp.asarray(randn(rng, k, n)).astype(dt)
         out = cp.empty((m, n), dtype=dt)
-        _core.cuda_gemm({"float16": 1, "bfloat16": 2}[dt], m, n, k, a.data.ptr, k, False, b.data.ptr, n, False,
-                        out.data.ptr, n, 1.0, 0.0, 0, 0, 0, 1, 0, 0, 0, cp.cuda.get_current_stream().ptr, cfg)
+        ptr = _cuda._ptr  # arr.data.ptr
+        _core.cuda_gemm({"float16": 1, "bfloat16": 2}[dt], m, n, k, ptr(a), k, False, ptr(b), n, False,
+                        ptr(out), n, 1.0, 0.0, 0, 0, 0, 1, 0, 0, 0, cp.cuda.get_current_stream().ptr, cfg)
         ref = _host(a.astype(np.float32)).astype(np.float64) @ _host(b.astype(np.float32)).astype(np.float64)
         assert _rel_err(_host(out.astype(np.float32)), ref) <= HALF_TOL[dt]
 
@@ -381,8 +384,11 @@ def test_activation_nan_and_extremes(cp):
         if name == "gelu":  # -inf * Phi(-inf) is 0 * inf: leave the infinities out
             x = x[np.isfinite(x) | np.isnan(x)]
         got = _host(getattr(fl, name)(cp.asarray(x)))
-        ref = getattr(R, name)(x.astype(np.float64))
-        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-30, equal_nan=True, err_msg=name)
+        with np.errstate(over="ignore", invalid="ignore"):  # the reference's exp(1e30)
+            ref = getattr(R, name)(x.astype(np.float64))
+        # rtol 1e-5, not 1e-6: the build's fast exp (ex2.approx) is good to 2 + 1.16|x| ulp, ~25 ulp
+        # = 1.5e-6 relative at x = -20 (sigmoid's e^x / (1 + e^x) branch)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-30, equal_nan=True, err_msg=name)
 
 
 @pytest.mark.gpu
@@ -443,7 +449,9 @@ def test_layer_norm(cp, rng, shape, ns, affine):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", [(8, 5), (4, 3, 5, 7), (2, 16, 1, 1), (64, 3, 9, 9)])
+# (two values per channel would make grad_x exactly 0 in exact arithmetic, xhat = +-1, leaving
+# only float32 noise to compare: three is the smallest well-conditioned case)
+@pytest.mark.parametrize("shape", [(8, 5), (4, 3, 5, 7), (3, 16, 1, 1), (64, 3, 9, 9)])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm(cp, rng, shape, training):
     torch = _torch()
@@ -454,11 +462,11 @@ def test_batch_norm(cp, rng, shape, training):
     w, b = randn(rng, c), randn(rng, c)
     rm, rv = randn(rng, c), np.abs(randn(rng, c)) + 0.5
     g = randn(rng, *shape)
-    drm, drv = cp.asarray(rm), cp.asarray(rv)
+    trm, trv = torch.tensor(rm, dtype=torch.float64), torch.tensor(rv, dtype=torch.float64)
+    drm, drv = cp.asarray(rm.copy()), cp.asarray(rv.copy())
     y, mean, invstd = _cuda.batch_norm(cp.asarray(x), drm, drv, cp.asarray(w), cp.asarray(b), training, 0.1, 1e-5,
                                        return_stats=True)
     tx, tw, tb = _t64(x), _t64(w), _t64(b)
-    trm, trv = torch.tensor(rm, dtype=torch.float64), torch.tensor(rv, dtype=torch.float64)
     ty = torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, training, 0.1, 1e-5)
     assert_close(_host(y), ty.detach().numpy())
     assert_close(_host(drm), trm.numpy(), name="running_mean")

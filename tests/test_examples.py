@@ -26,7 +26,6 @@ import sys
 
 import pytest
 
-import nn_shim
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
@@ -35,7 +34,6 @@ pytestmark = pytest.mark.examples
 
 @pytest.fixture(autouse=True)
 def example_path(monkeypatch):
-    nn_shim.install(monkeypatch)
     monkeypatch.syspath_prepend(os.path.abspath(EXAMPLES))
 
 

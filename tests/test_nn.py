@@ -1,10 +1,7 @@
 """fastlayers.nn: every layer's forward vs a float64 NumPy-reference composition and its backward
 (input and parameter gradients) vs float64 central finite differences of that composition; the
 Module machinery (names, state dicts, errors, train/eval, devices); a small model trained with SGD
-step by step against the same model run through the reference; PyTorch parity (torch marker).
-
-Kernels not yet in this tree are swapped for their references by the autouse fixture (see
-nn_shim.py), so these tests run unchanged against the real kernels once they are merged."""
+step by step against the same model run through the reference; PyTorch parity (torch marker)."""
 
 from __future__ import annotations
 
@@ -15,15 +12,9 @@ import pytest
 from conftest import assert_close, f64, numeric_grad, randn
 
 import fastlayers as fl
-import nn_shim
 from fastlayers import nn
+from fastlayers import reference as R
 
-R = nn_shim.ref
-
-
-@pytest.fixture(autouse=True)
-def kernels(monkeypatch):
-    nn_shim.install(monkeypatch)
 
 
 def _first(r):
@@ -83,7 +74,7 @@ def check_layer(layer, inputs, ref, rng, forward=None, backward=None, grad_input
 @pytest.mark.parametrize("shape,bias", [((3, 7), True), ((2, 3, 7), False), ((1, 7), True), ((0, 7), True)])
 def test_linear(rng, shape, bias):
     m = nn.Linear(7, 5, bias=bias)
-    check_layer(m, [randn(rng, *shape)], lambda p, x: R("linear")(x, p["weight"], p.get("bias")), rng)
+    check_layer(m, [randn(rng, *shape)], lambda p, x: R.linear(x, p["weight"], p.get("bias")), rng)
 
 
 @pytest.mark.parametrize("cls,kw,name", [
@@ -122,7 +113,7 @@ CONV = [
 def test_conv2d(rng, c):
     m = nn.Conv2d(c["cin"], c["cout"], c["k"], c["stride"], c["padding"], c["dilation"], c["groups"], c["bias"])
     args = (c["stride"], c["padding"], c["dilation"], c["groups"])
-    check_layer(m, [randn(rng, 2, c["cin"], *c["hw"])], lambda p, x: R("conv2d")(x, p["weight"], p.get("bias"), *args),
+    check_layer(m, [randn(rng, 2, c["cin"], *c["hw"])], lambda p, x: R.conv2d(x, p["weight"], p.get("bias"), *args),
                 rng)
 
 
@@ -134,7 +125,7 @@ def test_conv_transpose2d(rng, cin, cout, k, stride, padding, out_pad, groups, b
     assert m.weight.shape == (cin, cout // groups, k, k)
     args = (stride, padding, out_pad, groups, 1)
     outs, _ = check_layer(m, [randn(rng, 2, cin, 4, 3)],
-                          lambda p, x: R("conv_transpose2d")(x, p["weight"], p.get("bias"), *args), rng)
+                          lambda p, x: R.conv_transpose2d(x, p["weight"], p.get("bias"), *args), rng)
     assert outs[0].shape[2] == (4 - 1) * stride - 2 * padding + k + out_pad
 
 
@@ -143,7 +134,7 @@ def test_conv_transpose2d(rng, cin, cout, k, stride, padding, out_pad, groups, b
 def test_max_pool(rng, kw):
     m = nn.MaxPool2d(**kw)
     full = dict(stride=None, padding=0, dilation=1, ceil_mode=False) | kw
-    check_layer(m, [randn(rng, 2, 3, 7, 6)], lambda p, x: R("max_pool2d")(x, **full), rng)
+    check_layer(m, [randn(rng, 2, 3, 7, 6)], lambda p, x: R.max_pool2d(x, **full), rng)
     y, idx = nn.MaxPool2d(return_indices=True, **kw)(randn(rng, 2, 3, 7, 6))
     assert idx.dtype == np.int64 and idx.shape == y.shape
 
@@ -152,20 +143,20 @@ def test_max_pool(rng, kw):
                                 dict(kernel_size=3, stride=2, padding=1, count_include_pad=False, ceil_mode=True)])
 def test_avg_pool(rng, kw):
     full = dict(stride=None, padding=0, ceil_mode=False, count_include_pad=True) | kw
-    check_layer(nn.AvgPool2d(**kw), [randn(rng, 2, 3, 7, 6)], lambda p, x: R("avg_pool2d")(x, **full), rng)
+    check_layer(nn.AvgPool2d(**kw), [randn(rng, 2, 3, 7, 6)], lambda p, x: R.avg_pool2d(x, **full), rng)
 
 
 @pytest.mark.parametrize("size", [1, (2, 3), 4])
 def test_adaptive_avg_pool(rng, size):
     check_layer(nn.AdaptiveAvgPool2d(size), [randn(rng, 2, 3, 7, 6)],
-                lambda p, x: R("adaptive_avg_pool2d")(x, size), rng)
+                lambda p, x: R.adaptive_avg_pool2d(x, size), rng)
 
 
 @pytest.mark.parametrize("kw,factor", [(dict(scale_factor=2), 2), (dict(scale_factor=(1, 3)), (1, 3)),
                                        (dict(size=(6, 4)), (2, 2))])
 def test_upsample(rng, kw, factor):
     outs, _ = check_layer(nn.Upsample(**kw), [randn(rng, 2, 3, 3, 2)],
-                          lambda p, x: R("upsample_nearest2d")(x, factor), rng)
+                          lambda p, x: R.upsample_nearest2d(x, factor), rng)
     f = (factor, factor) if isinstance(factor, int) else factor
     assert outs[0].shape == (2, 3, 3 * f[0], 2 * f[1])
 
@@ -183,7 +174,7 @@ def test_upsample_errors():
 
 # -- norm, dropout, embedding ----------------------------------------------------------------
 def _bn_ref(x, p, training, rm, rv, momentum=0.1, eps=1e-5):
-    return R("batch_norm")(x, rm.copy(), rv.copy(), p.get("weight"), p.get("bias"), training=training,
+    return R.batch_norm(x, rm.copy(), rv.copy(), p.get("weight"), p.get("bias"), training=training,
                            momentum=momentum, eps=eps)
 
 
@@ -202,7 +193,7 @@ def test_batch_norm_train(rng, cls, shape, affine):
     # rtol 2e-4: the batch-norm input gradient is a difference of three O(1) terms per element.
     # Each forward of check_layer updated the running statistics once, as the reference does.
     rm, rv = np.zeros(3), np.ones(3)
-    R("batch_norm")(f64(x).reshape(x.shape + (1,) * (4 - x.ndim)), rm, rv, None, None, training=True)
+    R.batch_norm(f64(x).reshape(x.shape + (1,) * (4 - x.ndim)), rm, rv, None, None, training=True)
     assert_close(m.running_mean, rm, name="running_mean")
     assert_close(m.running_var, rv, name="running_var")
     assert int(m.num_batches_tracked) == 1
@@ -214,9 +205,9 @@ def test_batch_norm_eval_and_momentum(rng):
     m(x1)
     m(x2)  # momentum=None: cumulative average of the two batches
     rm, rv = np.zeros(3), np.ones(3)
-    R("batch_norm")(f64(x1), rm, rv, None, None, training=True, momentum=1.0)
+    R.batch_norm(f64(x1), rm, rv, None, None, training=True, momentum=1.0)
     rm2, rv2 = rm.copy(), rv.copy()
-    R("batch_norm")(f64(x2), rm2, rv2, None, None, training=True, momentum=0.5)
+    R.batch_norm(f64(x2), rm2, rv2, None, None, training=True, momentum=0.5)
     assert_close(m.running_mean, rm2)
     assert_close(m.running_var, rv2)
     m.eval()
@@ -249,7 +240,7 @@ def test_layer_norm(rng, shape, ns, affine):
         m.bias.data[...] = randn(rng, *m.bias.shape)
     norm = (ns,) if isinstance(ns, int) else tuple(ns)
     check_layer(m, [randn(rng, *shape, scale=2.0)],
-                lambda p, x: R("layer_norm")(x, norm, p.get("weight"), p.get("bias")), rng, rtol=2e-4)
+                lambda p, x: R.layer_norm(x, norm, p.get("weight"), p.get("bias")), rng, rtol=2e-4)
     # rtol 2e-4: as batch norm, the input gradient subtracts two row means from each element.
 
 
@@ -286,7 +277,7 @@ def test_embedding(rng, padding_idx):
         assert np.all(m.weight.data[padding_idx] == 0)
     idx = np.array([[0, 2, 5], [2, 2, 1]], np.int64)
     y = m(idx)
-    assert_close(y, R("embedding")(idx, f64(m.weight.data)))
+    assert_close(y, R.embedding(idx, f64(m.weight.data)))
     g = randn(rng, 2, 3, 4)
     assert m.backward(g) is None
     want = np.zeros((6, 4))
@@ -318,7 +309,7 @@ def test_lstm(rng, num_layers, bidirectional, batch_first, bias):
     h0, c0 = randn(rng, num_layers * D, B, H), randn(rng, num_layers * D, B, H)
 
     def ref(p, x_, h_, c_):
-        out, (hn, cn) = R("lstm")(x_, _rnn_params(p, num_layers, bidirectional, bias), h_, c_,
+        out, (hn, cn) = R.lstm(x_, _rnn_params(p, num_layers, bidirectional, bias), h_, c_,
                                   num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first)
         return out, hn, cn
 
@@ -341,7 +332,7 @@ def test_rnn(rng, nonlinearity, num_layers, bidirectional):
     x = randn(rng, T, B, I)
 
     def ref(p, x_):
-        return R("rnn")(x_, _rnn_params(p, num_layers, bidirectional), None, nonlinearity=nonlinearity,
+        return R.rnn(x_, _rnn_params(p, num_layers, bidirectional), None, nonlinearity=nonlinearity,
                         num_layers=num_layers, bidirectional=bidirectional)
 
     check_layer(m, [x], ref, rng, forward=lambda mod, x_: mod(x_), backward=lambda mod, gs: (mod.backward(*gs),))
@@ -374,14 +365,14 @@ def _mha_ref(p, q, k, v, H, batch_first, mask=None):
     S = k.shape[1]
     W, b = p["in_proj_weight"], p.get("in_proj_bias")
     bs = [None] * 3 if b is None else [b[:E], b[E:2 * E], b[2 * E:]]
-    qp, kp, vp = (R("linear")(t, W[i * E:(i + 1) * E], bs[i]) for i, t in enumerate((q, k, v)))
+    qp, kp, vp = (R.linear(t, W[i * E:(i + 1) * E], bs[i]) for i, t in enumerate((q, k, v)))
     d = E // H
 
     def heads(t, T):
         return t.reshape(B, T, H, d).transpose(0, 2, 1, 3)
 
-    o = R("scaled_dot_product_attention")(heads(qp, L), heads(kp, S), heads(vp, S), attn_mask=mask)
-    y = R("linear")(o.transpose(0, 2, 1, 3).reshape(B, L, E), p["out_proj.weight"], p.get("out_proj.bias"))
+    o = R.scaled_dot_product_attention(heads(qp, L), heads(kp, S), heads(vp, S), attn_mask=mask)
+    y = R.linear(o.transpose(0, 2, 1, 3).reshape(B, L, E), p["out_proj.weight"], p.get("out_proj.bias"))
     return y if batch_first else y.transpose(1, 0, 2)
 
 
@@ -469,7 +460,7 @@ def test_mha_init_and_errors():
 
 
 def _ln(x, p, name):
-    return R("layer_norm")(x, (x.shape[-1],), p[name + ".weight"], p[name + ".bias"])
+    return R.layer_norm(x, (x.shape[-1],), p[name + ".weight"], p[name + ".bias"])
 
 
 def _encoder_ref(p, x, H, norm_first, activation, batch_first, mask):
@@ -480,7 +471,7 @@ def _encoder_ref(p, x, H, norm_first, activation, batch_first, mask):
     act = getattr(fl.reference, activation)
 
     def ff(t):
-        return R("linear")(act(R("linear")(t, p["linear1.weight"], p["linear1.bias"])), p["linear2.weight"],
+        return R.linear(act(R.linear(t, p["linear1.weight"], p["linear1.bias"])), p["linear2.weight"],
                            p["linear2.bias"])
 
     if norm_first:
@@ -532,7 +523,7 @@ def test_sequential_and_names(rng):
     assert len(m) == 3 and isinstance(m[1], nn.Tanh) and len(m[:2]) == 2
 
     def ref(p, x):
-        return R("linear")(np.tanh(R("linear")(x, p["0.weight"], p["0.bias"])), p["2.weight"], p["2.bias"])
+        return R.linear(np.tanh(R.linear(x, p["0.weight"], p["0.bias"])), p["2.weight"], p["2.bias"])
 
     check_layer(m, [randn(rng, 4, 5)], ref, rng)
 
@@ -545,8 +536,8 @@ def test_residual(rng, with_shortcut):
     x = randn(rng, 2, 3, 4, 4)
 
     def ref(p, x_):
-        y = R("relu")(R("conv2d")(x_, p["body.0.weight"], p["body.0.bias"], 1, 1))
-        return y + (R("conv2d")(x_, p["shortcut.weight"], p["shortcut.bias"]) if with_shortcut else x_)
+        y = R.relu(R.conv2d(x_, p["body.0.weight"], p["body.0.bias"], 1, 1))
+        return y + (R.conv2d(x_, p["shortcut.weight"], p["shortcut.bias"]) if with_shortcut else x_)
 
     check_layer(m, [x], ref, rng)
     with pytest.raises(ValueError, match="shortcut"):
@@ -559,16 +550,16 @@ def test_parallel(rng):
     x = randn(rng, 2, 3, 5, 5)
 
     def ref(p, x_):
-        a = R("conv2d")(x_, p["0.weight"], p["0.bias"])
-        b = R("relu")(R("conv2d")(x_, p["1.0.weight"], p["1.0.bias"], 1, 1))
-        c = R("max_pool2d")(x_, 3, 1, 1)
+        a = R.conv2d(x_, p["0.weight"], p["0.bias"])
+        b = R.relu(R.conv2d(x_, p["1.0.weight"], p["1.0.bias"], 1, 1))
+        c = R.max_pool2d(x_, 3, 1, 1)
         return np.concatenate([a, b, c], axis=1)
 
     outs, _ = check_layer(m, [x], ref, rng)
     assert outs[0].shape == (2, 9, 5, 5)
     m2 = nn.Parallel(nn.Linear(4, 2), nn.Linear(4, 3), axis=-1)
     check_layer(m2, [randn(rng, 3, 4)], lambda p, x_: np.concatenate(
-        [R("linear")(x_, p["0.weight"], p["0.bias"]), R("linear")(x_, p["1.weight"], p["1.bias"])], -1), rng)
+        [R.linear(x_, p["0.weight"], p["0.bias"]), R.linear(x_, p["1.weight"], p["1.bias"])], -1), rng)
 
 
 # -- losses -----------------------------------------------------------------------------------
@@ -582,17 +573,17 @@ def test_elementwise_losses(rng, cls, name, reduction):
     target = rng.random((4, 3)).astype(np.float32)
     crit = cls(reduction=reduction)
     loss = crit(pred, target)
-    want = R(name)(f64(pred), f64(target), reduction=reduction)
+    want = getattr(R, name)(f64(pred), f64(target), reduction=reduction)
     if reduction == "none":
         assert_close(loss, want)
         g = randn(rng, 4, 3)
         got = crit.backward(g)
-        num = numeric_grad(lambda p_: np.sum(R(name)(p_, f64(target), reduction="none") * f64(g)), f64(pred))
+        num = numeric_grad(lambda p_: np.sum(getattr(R, name)(p_, f64(target), reduction="none") * f64(g)), f64(pred))
     else:
         assert isinstance(loss, float)
         assert abs(loss - float(want)) <= 1e-5 * max(1.0, abs(float(want)))
         got = crit.backward()
-        num = numeric_grad(lambda p_: float(R(name)(p_, f64(target), reduction=reduction)), f64(pred))
+        num = numeric_grad(lambda p_: float(getattr(R, name)(p_, f64(target), reduction=reduction)), f64(pred))
     assert_close(got, num)
 
 
@@ -606,7 +597,7 @@ def test_cross_entropy_loss(rng, shape, smoothing, reduction):
     loss = crit(logits, target)
 
     def ref(z, red):
-        return R("cross_entropy")(z, target, reduction=red, label_smoothing=smoothing)
+        return R.cross_entropy(z, target, reduction=red, label_smoothing=smoothing)
 
     if reduction == "none":
         assert_close(loss, ref(f64(logits), "none"))
@@ -765,21 +756,21 @@ def test_sgd_training_matches_reference(rng):
 
         # the same step in float64 with the reference functions
         x64 = f64(x)
-        z1 = R("conv2d")(x64, p["0.weight"], p["0.bias"], 1, 1)
-        z2, mu, inv = R("batch_norm")(z1, p["1.running_mean"], p["1.running_var"], p["1.weight"], p["1.bias"],
-                                      training=True, return_stats=True)
-        z3 = R("relu")(z2)
-        z4, idx = R("max_pool2d")(z3, 2, return_indices=True)
+        z1 = R.conv2d(x64, p["0.weight"], p["0.bias"], 1, 1)
+        z2, (mu, inv) = R.batch_norm(z1, p["1.running_mean"], p["1.running_var"], p["1.weight"], p["1.bias"],
+                                        training=True, return_stats=True)
+        z3 = R.relu(z2)
+        z4, idx = R.max_pool2d(z3, 2, return_indices=True)
         z5 = z4.reshape(6, -1)
-        z6 = R("linear")(z5, p["5.weight"], p["5.bias"])
-        ref_loss = float(R("cross_entropy")(z6, y))
+        z6 = R.linear(z5, p["5.weight"], p["5.bias"])
+        ref_loss = float(R.cross_entropy(z6, y))
         assert abs(loss - ref_loss) <= 1e-4 * max(1.0, abs(ref_loss)), f"step {step}: loss {loss} vs {ref_loss}"
-        g6 = _first(R("cross_entropy_backward")(np.asarray(1.0), z6, y))
-        g5, gw5, gb5 = R("linear_backward")(g6, z5, p["5.weight"], p["5.bias"])
-        g3 = _first(R("max_pool2d_backward")(g5.reshape(z4.shape), z3, idx, 2))
-        g2 = R("relu_backward")(g3, z2)
-        g1, gw1, gb1 = R("batch_norm_backward")(g2, z1, mu, inv, p["1.weight"], p["1.bias"], training=True)
-        _, gw0, gb0 = R("conv2d_backward")(g1, x64, p["0.weight"], p["0.bias"], 1, 1)
+        g6 = _first(R.cross_entropy_backward(np.asarray(1.0), z6, y))
+        g5, gw5, gb5 = R.linear_backward(g6, z5, p["5.weight"], p["5.bias"])
+        g3 = _first(R.max_pool2d_backward(g5.reshape(z4.shape), z3, idx, 2))
+        g2 = R.relu_backward(g3, z2)
+        g1, gw1, gb1 = R.batch_norm_backward(g2, z1, p["1.weight"], mu, inv, training=True)
+        _, gw0, gb0 = R.conv2d_backward(g1, x64, p["0.weight"], p["0.bias"], 1, 1)
         grads = {"0.weight": gw0, "0.bias": gb0, "1.weight": gw1, "1.bias": gb1, "5.weight": gw5, "5.bias": gb5}
         for k, g in grads.items():
             vel[k] = g if k not in vel else 0.9 * vel[k] + g

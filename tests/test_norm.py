@@ -81,6 +81,13 @@ def test_batch_norm_running_stats_none_and_views(rng):
     assert (big_m[1::2] == 0).all() and (big_v[1::2] == 1).all()
 
 
+def test_batch_norm_eval_accepts_read_only_stats(rng):
+    x, w, b, rm, rv = _bn_inputs(rng, (4, 3, 2))
+    rm.flags.writeable = False
+    rv.flags.writeable = False
+    assert_close(fl.batch_norm(x, rm, rv, w, b), R.batch_norm(*f64(x, rm, rv, w, b)))
+
+
 def test_batch_norm_empty_batch_leaves_running_stats(rng):
     rm, rv = randn(rng, 3), np.ones(3, np.float32)
     rm0, rv0 = rm.copy(), rv.copy()
@@ -127,6 +134,9 @@ def test_batch_norm_has_bias_flag(rng):
     assert fl.batch_norm_backward(g, x, None, m, i)[1:] == (None, None)
     gb = fl.batch_norm_backward(g, x, None, m, i, has_bias=True)[2]
     assert_close(gb, f64(g).sum(0))
+    # The forward's own keywords pass through (the API's backward convention) without effect.
+    for a_, b_ in zip(fl.batch_norm_backward(g, x, w, m, i, True, 0.3, 1e-3), fl.batch_norm_backward(g, x, w, m, i)):
+        np.testing.assert_array_equal(a_, b_)
 
 
 LN_CASES = [((3, 7), 7), ((1, 1), 1), ((2, 5, 33), 33), ((4, 3, 5), (3, 5)), ((4, 1025), (1025,)), ((0, 8), 8),

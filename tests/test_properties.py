@@ -681,9 +681,7 @@ def test_dropout_properties():
     run()
 
 
-@pytest.mark.xfail(reason="KNOWN (reported): matmul with k = 0, a of rank > 2 and b of rank <= 2 calls "
-                   "a2.reshape(-1, 0), which NumPy refuses", strict=False)
-def test_known_issue_matmul_k0():
+def test_matmul_k0_batched():
     a, b = np.ones((2, 3, 0), np.float32), np.ones((0, 4), np.float32)
     np.testing.assert_array_equal(fl.matmul(a, b), np.zeros((2, 3, 4), np.float32))
 

@@ -9,13 +9,7 @@ import pytest
 from conftest import randn
 
 import fastlayers as fl
-import nn_shim
 from fastlayers import nn
-
-
-@pytest.fixture(autouse=True)
-def kernels(monkeypatch):
-    nn_shim.install(monkeypatch)
 
 
 def _model():

@@ -1,25 +1,34 @@
-// conv2d forward: implicit im2col straight into the GEMM micro-kernel's packed B panels.
+// conv2d forward on the GEMM micro-kernels: no im2col buffer, two ways to feed them.
 //
 // Per group, Y_g (Kg x pixels) = W_g (Kg x Kc) * col_g (Kc x pixels), Kc = C/groups * R * S.
-// The GEMM framework (gemm_cpu.cpp) would pack B from an explicit im2col buffer: one write and
-// one re-read of every column element more than needed. Here the loops of BLIS are written
-// once more around the same micro-kernel (gemm/ukernel.h) and B is gathered from the image
-// directly into kc x NR panels. Version history, single thread, batch 1, 64x56x56 3x3
-// (process CPU time, this 2-core EPYC):
-//   v1 chunked im2col (Kc x 448 buffer) + run_gemm:        62-66 GFLOP/s (PyTorch/oneDNN 85-88)
-//   v2 this file: implicit im2col into packed panels, A packed once per call.
+// W_g is packed once per call into the micro-kernel's MR-row panels (shared by all threads).
 //
-// Tiles: a tile is a run of output pixels of the flat (n, oh, ow) axis: a slice of one image
-// (large maps; written straight into y with ldc = OH*OW) or several whole images (small
-// maps: 8 x 49 columns per GEMM at 7x7 instead of 49, computed into a staging buffer and
-// scattered). Workspace per thread: the packed B of one tile, Kc x round_up(cols, NR) floats
-// with cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus Kg x cols of staging for
-// multi-image tiles;
-// the packed weights (|w| rounded up to MR rows) are shared. Nothing scales with the batch.
+// 1. Direct (stride 1, maps wide enough, see direct.h): the image is copied once into a
+//    zero-padded buffer and the micro-kernel loads each tap's NR outputs straight from it.
+// 2. Implicit im2col (everything else: strides, 1x1, small maps): the GEMM loops of BLIS
+//    written again around the same micro-kernel (gemm/ukernel.h), with B gathered from the
+//    image directly into kc x NR panels (conv_pack_impl.h): no Kc x pixels column matrix,
+//    and no second copy by the GEMM's own packing.
 //
-// Threading: (group, tile) items in an OpenMP loop when there are >= 2 per thread; else
-// (batch-1 deep layers) one tile at a time with its MR-row weight panels split over threads,
-// each thread packing the weight panels it uses.
+// History, 1 thread, process CPU time (robust on this shared 2-core EPYC), batch 1,
+// 64x56x56 -> 64, 3x3 (PyTorch/oneDNN: 86-89 GFLOP/s):
+//   v1 chunked im2col buffer + run_gemm                      62-66 GFLOP/s
+//   v2 implicit im2col into packed panels, per-ISA copies     66-70
+//   v3 direct kernel on the padded-width output grid          80-82
+//
+// Tiles (path 2): runs of the flat (n, oh, ow) pixel axis, a slice of one image (large maps,
+// written straight into y with ldc = OH*OW) or several whole images (small maps: 8 x 49
+// columns per GEMM at 7x7 instead of 49, staged and scattered).
+//
+// Workspace per thread, independent of the batch: path 1, one padded image of one group
+// (C/groups x Hp x Wp floats) plus a Kg x 512 staging tile; path 2, the packed B of one tile,
+// Kc x round_up(cols, NR) floats with cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus
+// Kg x cols of staging for multi-image tiles. Shared: the packed weights (|w| rounded up to
+// MR rows per group).
+//
+// Threading: (image or tile, group) items in an OpenMP loop when there are enough per
+// thread; else (batch 1) one item at a time with its columns (path 1) or its MR-row weight
+// panels (path 2) split over the threads.
 #include <omp.h>
 
 #include <algorithm>
@@ -98,7 +107,24 @@ struct Plan {
   }
 };
 
-// Pack rows [ip0, ip1) panels (MR rows each) of W_g for every K block.
+// One MR-row panel of a K block: dst[q*MR + i] = W_g(i0 + i, pc + q), zero rows past kg.
+// MR is a template constant so the row loop unrolls into MR independent streams (2x faster
+// than a runtime trip count; at batch 1, 512 channels, packing is a third of the GEMM time).
+template <int MR>
+void pack_a_panel(const float* wg, index_t kc, index_t rows, index_t pc, index_t kcb, float* dst) {
+  if (rows == MR) {
+    const float* src[MR];
+    for (int i = 0; i < MR; ++i) src[i] = wg + i * kc + pc;
+    for (index_t q = 0; q < kcb; ++q)
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) dst[q * MR + i] = src[i][q];
+    return;
+  }
+  for (index_t q = 0; q < kcb; ++q)
+    for (int i = 0; i < MR; ++i) dst[q * MR + i] = i < rows ? wg[i * kc + pc + q] : 0.0f;
+}
+
+// Pack panels [ip0, ip1) (MR rows each) of W_g for every K block.
 void pack_a_panels(const Plan& pl, const float* w, index_t g, index_t ip0, index_t ip1, float* a_pack) {
   const int mr = pl.uk.mr;
   const float* wg = w + g * pl.kg * pl.kc;
@@ -106,11 +132,15 @@ void pack_a_panels(const Plan& pl, const float* w, index_t g, index_t ip0, index
     const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
     for (index_t ip = ip0; ip < ip1; ++ip) {
       float* dst = a_pack + pl.a_offset(g, pc, ip);
-      const index_t i0 = ip * mr;
-      const int rows = static_cast<int>(std::min<index_t>(mr, pl.kg - i0));
-      for (index_t q = 0; q < kcb; ++q) {
-        for (int i = 0; i < rows; ++i) dst[q * mr + i] = wg[(i0 + i) * pl.kc + pc + q];
-        for (int i = rows; i < mr; ++i) dst[q * mr + i] = 0.0f;
+      const index_t i0 = ip * mr, rows = std::min<index_t>(mr, pl.kg - i0);
+      const float* src = wg + i0 * pl.kc;
+      switch (mr) {
+        case 4: pack_a_panel<4>(src, pl.kc, rows, pc, kcb, dst); break;
+        case 6: pack_a_panel<6>(src, pl.kc, rows, pc, kcb, dst); break;
+        case 12: pack_a_panel<12>(src, pl.kc, rows, pc, kcb, dst); break;
+        default:
+          for (index_t q = 0; q < kcb; ++q)
+            for (int i = 0; i < mr; ++i) dst[q * mr + i] = i < rows ? src[i * pl.kc + pc + q] : 0.0f;
       }
     }
   }
@@ -263,7 +293,7 @@ bool direct_eligible(const Plan& pl) {
   const DirectKernel dk = direct_for(active_isa());
   if (dk.mr != pl.uk.mr || dk.nr != pl.uk.nr) return false;
   const index_t wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
-  return (wp - p.ow) * 8 < wp;
+  return (wp - p.ow) * 8 <= wp;
 }
 
 // xp (channels [0, cg) of group g, image n) = the zero-padded input; channels [c0, c1).

@@ -1,5 +1,8 @@
 // Depthwise convolution drivers: threading over planes (baseline code) and the choice of the
 // per-ISA plane kernels (depthwise_impl.h compiled three times).
+#include <omp.h>
+
+#include <algorithm>
 #include <vector>
 
 #include "conv/conv.h"
@@ -15,6 +18,8 @@ namespace fl {
 #define FL_DECLARE_DW(ns)                                                                              \
   namespace ns {                                                                                       \
   void dw_forward_plane(const ConvParams& p, const float* xin, const float* wk, float bias, float* yo); \
+  void dw_forward_plane_padded(const ConvParams& p, index_t hp, index_t wp, const float* xin, const float* wk,   \
+                               float bias, float* yo, float* xp, float* flat);                                 \
   void dw_backward_data_plane(const ConvParams& p, const float* gy, const float* w, index_t mult,      \
                               float bias, float* gx);                                                  \
   void dw_backward_weight_plane(const ConvParams& p, const float* gy, const float* x, double* acc);    \
@@ -29,6 +34,7 @@ namespace {
 
 struct DwKernels {
   decltype(&dw_generic::dw_forward_plane) forward;
+  decltype(&dw_generic::dw_forward_plane_padded) forward_padded;
   decltype(&dw_generic::dw_backward_data_plane) backward_data;
   decltype(&dw_generic::dw_backward_weight_plane) backward_weight;
 };
@@ -37,13 +43,13 @@ DwKernels kernels() {
 #if defined(FASTLAYERS_X86)
   switch (active_isa()) {
     case Isa::avx512:
-      return {dw_avx512::dw_forward_plane, dw_avx512::dw_backward_data_plane, dw_avx512::dw_backward_weight_plane};
+      return {dw_avx512::dw_forward_plane, dw_avx512::dw_forward_plane_padded, dw_avx512::dw_backward_data_plane, dw_avx512::dw_backward_weight_plane};
     case Isa::avx2:
-      return {dw_avx2::dw_forward_plane, dw_avx2::dw_backward_data_plane, dw_avx2::dw_backward_weight_plane};
+      return {dw_avx2::dw_forward_plane, dw_avx2::dw_forward_plane_padded, dw_avx2::dw_backward_data_plane, dw_avx2::dw_backward_weight_plane};
     default: break;
   }
 #endif
-  return {dw_generic::dw_forward_plane, dw_generic::dw_backward_data_plane, dw_generic::dw_backward_weight_plane};
+  return {dw_generic::dw_forward_plane, dw_generic::dw_forward_plane_padded, dw_generic::dw_backward_data_plane, dw_generic::dw_backward_weight_plane};
 }
 
 }  // namespace
@@ -53,13 +59,31 @@ namespace depthwise {
 void forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
   const DwKernels kern = kernels();
   const index_t mult = p.k / p.c, hw = p.h * p.w, ohw = p.oh * p.ow, taps = p.kh * p.kw;
-  parallel_for(p.n * p.k, std::max<index_t>(1, (index_t{1} << 16) / std::max<index_t>(1, ohw * taps)),
-               [&](index_t b, index_t e) {
-                 for (index_t plane = b; plane < e; ++plane) {
-                   const index_t n = plane / p.k, k = plane % p.k, c = k / mult;
-                   kern.forward(p, x + (n * p.c + c) * hw, w + k * taps, bias ? bias[k] : 0.0f, y + plane * ohw);
-                 }
-               });
+  const index_t grain = std::max<index_t>(1, (index_t{1} << 16) / std::max<index_t>(1, ohw * taps));
+  if (p.sh == 1 && p.sw == 1 && taps <= 64) {
+    // Padded-plane path (depthwise_impl.h): per-thread scratch sized before the region.
+    const index_t hp = std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
+    const index_t wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+    const index_t each = hp * wp + 8 + p.oh * wp + 8;
+    const int nt = num_threads();
+    std::vector<float> scratch(static_cast<size_t>(each * nt));
+    parallel_for(p.n * p.k, grain, [&](index_t b, index_t e) {
+      float* xp = scratch.data() + std::min(omp_get_thread_num(), nt - 1) * each;
+      float* flat = xp + hp * wp + 8;
+      for (index_t plane = b; plane < e; ++plane) {
+        const index_t n = plane / p.k, k = plane % p.k, c = k / mult;
+        kern.forward_padded(p, hp, wp, x + (n * p.c + c) * hw, w + k * taps, bias ? bias[k] : 0.0f, y + plane * ohw,
+                            xp, flat);
+      }
+    });
+    return;
+  }
+  parallel_for(p.n * p.k, grain, [&](index_t b, index_t e) {
+    for (index_t plane = b; plane < e; ++plane) {
+      const index_t n = plane / p.k, k = plane % p.k, c = k / mult;
+      kern.forward(p, x + (n * p.c + c) * hw, w + k * taps, bias ? bias[k] : 0.0f, y + plane * ohw);
+    }
+  });
 }
 
 void backward_data(const ConvParams& p, const float* gy, const float* w, const float* bias, float* gx) {

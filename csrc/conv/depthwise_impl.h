@@ -6,18 +6,35 @@
 // here with wider flags.
 //
 // Forward: every output pixel whose whole window lies inside the input columns (the
-// interior, all but ~padding/stride columns at each edge) is computed in one pass with all
-// R*S taps in registers (one store per output instead of one read-modify-write per tap:
-// 1.9x at 3x3, 56x56); the edge columns take the bounds-checked scalar path.
+// interior, all but ~padding/stride columns at each edge) is computed 8 at a time with all
+// R*S taps accumulated in a register (GCC vector extensions: 8 floats, one ymm under -mavx2,
+// two xmm in the baseline build; stride 2 de-interleaves two loads). The first version left
+// this loop to `omp simd` over a runtime tap list and the compiler did not vectorise it:
+// 2.6 GFLOP/s at 128x56x56 vs PyTorch's 12. The edge columns take the bounds-checked path.
 #include "conv/conv.h"
 
 #ifndef FL_DW_NS
 #error "define FL_DW_NS before including depthwise_impl.h"
 #endif
 
+// The 8-float vector helpers are inline in an anonymous namespace, so the baseline build's
+// note that AVX-sized arguments change the ABI does not apply (nothing crosses a TU).
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace fl {
 namespace FL_DW_NS {
 namespace {
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+
+inline v8 loadu8(const float* p) {
+  v8 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void storeu8(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof(v)); }
+inline v8 splat8(float x) { return v8{x, x, x, x, x, x, x, x}; }
 
 inline index_t imin(index_t a, index_t b) { return a < b ? a : b; }
 inline index_t imax(index_t a, index_t b) { return a > b ? a : b; }
@@ -85,30 +102,77 @@ void dw_forward_plane(const ConvParams& p, const float* xin, const float* wk, fl
         }
       out[ow] = acc;
     }
+    index_t ow = ilo;
     if (p.sw == 1) {
-#pragma omp simd
-      for (index_t ow = ilo; ow < ihi; ++ow) {
-        float acc = bias;
+      for (; ow + 8 <= ihi; ow += 8) {
+        v8 acc = splat8(bias);
         for (index_t r = 0; r < nr; ++r) {
           const float* src = rows[r] + ow;
           const float* t = taps[r];
-          for (index_t j = 0; j < p.kw; ++j) acc += t[j] * src[j * p.dw];
+          for (index_t j = 0; j < p.kw; ++j) acc += splat8(t[j]) * loadu8(src + j * p.dw);
         }
-        out[ow] = acc;
+        storeu8(out + ow, acc);
       }
-    } else {
-#pragma omp simd
-      for (index_t ow = ilo; ow < ihi; ++ow) {
-        float acc = bias;
+    } else if (p.sw == 2) {
+      const v8i evens = {0, 2, 4, 6, 8, 10, 12, 14};
+      // The second load reaches 15 floats past the first tap: only while it stays in the row.
+      for (; ow + 8 <= ihi && (ow + 7) * 2 + 1 + (p.kw - 1) * p.dw - p.pw < p.w; ow += 8) {
+        v8 acc = splat8(bias);
         for (index_t r = 0; r < nr; ++r) {
-          const float* src = rows[r] + ow * p.sw;
+          const float* src = rows[r] + ow * 2;
           const float* t = taps[r];
-          for (index_t j = 0; j < p.kw; ++j) acc += t[j] * src[j * p.dw];
+          for (index_t j = 0; j < p.kw; ++j) {
+            const float* q = src + j * p.dw;
+            acc += splat8(t[j]) * __builtin_shuffle(loadu8(q), loadu8(q + 8), evens);
+          }
         }
-        out[ow] = acc;
+        storeu8(out + ow, acc);
       }
     }
+    for (; ow < ihi; ++ow) {
+      float acc = bias;
+      for (index_t r = 0; r < nr; ++r) {
+        const float* src = rows[r] + ow * p.sw;
+        const float* t = taps[r];
+        for (index_t j = 0; j < p.kw; ++j) acc += t[j] * src[j * p.dw];
+      }
+      out[ow] = acc;
+    }
   }
+}
+
+// Stride 1: the plane is copied into a zero-padded buffer xp (Hp x Wp, plus 8 floats of
+// slack) and the outputs are numbered on the padded width, f = oh*Wp + ow, so every output is
+// "interior": tap (i, j) of output f is xp[f + i*dh*Wp + j*dw], 8 outputs per vector load,
+// no edge code (at 14x14 the edge columns were half the row: 4 GFLOP/s vs PyTorch's 20).
+// flat (OH*Wp + 8 floats) receives the padded-width outputs, copied to yo without the
+// Wp - OW discarded columns.
+void dw_forward_plane_padded(const ConvParams& p, index_t hp, index_t wp, const float* xin, const float* wk,
+                             float bias, float* yo, float* xp, float* flat) {
+  const index_t taps = p.kh * p.kw;
+  for (index_t i = 0; i < p.ph * wp; ++i) xp[i] = 0.0f;
+  for (index_t ih = 0; ih < p.h; ++ih) {
+    float* row = xp + (ih + p.ph) * wp;
+    for (index_t iw = 0; iw < p.pw; ++iw) row[iw] = 0.0f;
+    __builtin_memcpy(row + p.pw, xin + ih * p.w, sizeof(float) * p.w);
+    for (index_t iw = p.pw + p.w; iw < wp; ++iw) row[iw] = 0.0f;
+  }
+  for (index_t i = (p.h + p.ph) * wp; i < hp * wp + 8; ++i) xp[i] = 0.0f;
+  index_t off[64];
+  float wt[64];
+  const index_t nt = taps < 64 ? taps : 64;
+  for (index_t r = 0; r < nt; ++r) {
+    off[r] = (r / p.kw) * p.dh * wp + (r % p.kw) * p.dw;
+    wt[r] = wk[r];
+  }
+  const index_t n_flat = p.oh * wp;
+  for (index_t f = 0; f < n_flat; f += 8) {
+    v8 acc = splat8(bias);
+    const float* src = xp + f;
+    for (index_t r = 0; r < nt; ++r) acc += splat8(wt[r]) * loadu8(src + off[r]);
+    storeu8(flat + f, acc);
+  }
+  for (index_t oh = 0; oh < p.oh; ++oh) __builtin_memcpy(yo + oh * p.ow, flat + oh * wp, sizeof(float) * p.ow);
 }
 
 // gx (H x W, one input channel) = bias + sum over its `mult` output channels of the scattered

@@ -108,61 +108,151 @@ int choose_threads(const GemmParams& p) {
   return threads_for(p.m * p.n * p.k, index_t{1} << 20);
 }
 
+// Split [0, n) into `parts` ranges whose starts are multiples of `align`; range i is
+// [split_at(i), split_at(i + 1)). Aligning to the register tile keeps edge tiles to one per
+// thread, and the ranges differ by at most one tile, so no thread waits on a bigger share
+// (144-row blocks dealt round-robin left 1024 rows split 576/448: 11% idle).
+index_t split_at(index_t n, int parts, int i, index_t align) {
+  if (i >= parts) return n;
+  return std::min(n, ceil_div(n, align) * i / parts * align);
+}
+
+// Threads as a tm x tn grid over C: the split whose largest share (in whole tiles) is
+// smallest; ties go to splitting rows, which keeps each thread's B panels shared and A
+// packed once (a column split packs the same A block in every thread of a row).
+struct Grid {
+  int tm, tn;
+};
+Grid choose_grid(index_t m, index_t n, int nt, int mr, int nr) {
+  Grid best{nt, 1};
+  index_t best_cost = -1;
+  for (int tm = nt; tm >= 1; --tm) {
+    if (nt % tm) continue;
+    const int tn = nt / tm;
+    const index_t cost = ceil_div(ceil_div(m, mr), tm) * mr * (ceil_div(ceil_div(n, nr), tn) * nr);
+    if (best_cost < 0 || cost < best_cost) {
+      best = {tm, tn};
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+// A read in place (no packing) when packing would not pay: a thread's columns span at most
+// 64 (each A block then feeds at most 4 micro-panels of B, e.g. 4096 x 64 outputs), or its
+// A rows fit in ~3/4 of L2 (384 KiB) so they stay cached across the whole GEMM. Measured on
+// the Zen 3 box: 128^3 0.70x -> 0.80x NumPy, 256^3 0.89x -> 0.95x; 1024^3 loses ~3% with
+// A in place (six strided row streams instead of one), hence the L2 limit.
+constexpr index_t kDirectACols = 64;
+constexpr index_t kDirectABytes = index_t{384} << 10;
+constexpr index_t kJitBBytes = index_t{512} << 10;
+
 void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
   const int MR = uk.mr, NR = uk.nr;
   const index_t KC = uk.kc, NC = round_up(uk.nc, NR);
-  const index_t MC = round_up(std::min<index_t>(uk.mc, round_up(p.m, MR)), MR);
-  const index_t ic_blocks = ceil_div(p.m, MC);
-
-  float* b_pack = thread_scratch_b(KC * std::min<index_t>(NC, round_up(p.n, NR)));
+  const index_t nc_max = std::min<index_t>(NC, round_up(p.n, NR));
+  const bool any_epi = p.row_bias || p.col_bias || p.act != Activation::none;
+  // Two B blocks: block i is packed while slow threads may still compute on block i-1, so one
+  // barrier per (jc, pc) step suffices (packing i+1 reuses buffer i-1 only after every thread
+  // passed barrier i, i.e. finished computing on i-1).
+  float* b_pack = thread_scratch_b(2 * KC * nc_max);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    float* a_pack = thread_scratch_a(MC * KC);
-    const int T = omp_get_num_threads();
+    const int T = omp_get_num_threads(), t = omp_get_thread_num();
+    const Grid g = choose_grid(p.m, p.n, T, MR, NR);
+    const int ti = t / g.tn, tj = t % g.tn;
+    const index_t r0 = split_at(p.m, g.tm, ti, MR), r1 = split_at(p.m, g.tm, ti + 1, MR);
+    const index_t c0 = split_at(p.n, g.tn, tj, NR), c1 = split_at(p.n, g.tn, tj + 1, NR);
+    const index_t rows_max = ceil_div(ceil_div(p.m, MR), g.tm) * MR;
+    const index_t cols_max = ceil_div(ceil_div(p.n, NR), g.tn) * NR;
+    const bool direct_a =
+        cols_max <= kDirectACols || rows_max * p.k * static_cast<index_t>(sizeof(float)) <= kDirectABytes;
+    const index_t MC = round_up(std::min<index_t>(uk.mc, rows_max), MR);
+    // Small problems (one A block per thread, all of B within L2): each thread packs each of
+    // its B panels right before use into an L1 buffer; no shared B block, no barriers
+    // (128^3: +4%). Not for B beyond L2: a lone panel is read 64 bytes per row at a stride
+    // of n, which DRAM and L3 serve poorly (32 x 2048 x 512: -10%), unlike pack_b_rows.
+    const bool jit_b = rows_max <= uk.mc && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kJitBBytes;
+    float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
+    float* b_local = a_pack + MC * KC + 8;
+    auto pack_panel = [&](index_t pc, index_t kc, index_t j0, int cols, float* dst) {
+      const float* src = p.b + pc * p.b_rs + j0 * p.b_cs;
+      if (uk.pack_b) {
+        uk.pack_b(src, p.b_rs, p.b_cs, kc, cols, dst);
+      } else {
+        pack_b_panel(src, p.b_rs, p.b_cs, kc, cols, NR, dst);
+      }
+    };
+    int step = 0;
     for (index_t jc = 0; jc < p.n; jc += NC) {
       const index_t nc = std::min(NC, p.n - jc);
       const index_t jr_panels = ceil_div(nc, NR);
-      // Split columns too when there are fewer row blocks than threads (skinny M).
-      const index_t j_groups = std::min<index_t>(jr_panels, std::max<index_t>(1, ceil_div(T, ic_blocks)));
       for (index_t pc = 0; pc < p.k; pc += KC) {
         const index_t kc = std::min(KC, p.k - pc);
         const bool last_k = pc + kc == p.k;
         const float beta = pc == 0 ? p.beta : 1.0f;
-
-#pragma omp for schedule(static)
-        for (index_t jp = 0; jp < jr_panels; ++jp) {
-          const index_t j0 = jp * NR;
-          pack_b_panel(p.b + pc * p.b_rs + (jc + j0) * p.b_cs, p.b_rs, p.b_cs, kc,
-                       static_cast<int>(std::min<index_t>(NR, nc - j0)), NR, b_pack + jp * kc * NR);
-        }  // implicit barrier: B block ready
-
-        index_t packed_ic = -1;
-#pragma omp for schedule(static)
-        for (index_t item = 0; item < ic_blocks * j_groups; ++item) {
-          const index_t ib = item / j_groups, jg = item % j_groups;
-          const index_t ic = ib * MC, mc = std::min(MC, p.m - ic);
-          if (ib != packed_ic) {
-            pack_a(p.a + ic * p.a_rs + pc * p.a_cs, p.a_rs, p.a_cs, mc, kc, MR, a_pack);
-            packed_ic = ib;
+        float* bbuf = b_pack + (step++ & 1) * KC * nc_max;
+        if (!jit_b) {
+          const index_t jp0 = jr_panels * t / T, jp1 = jr_panels * (t + 1) / T;
+          index_t jp = jp0;
+          if (uk.pack_b_rows && p.b_cs == 1) {
+            const index_t full = std::min(jp1, nc / NR) - jp0;  // whole panels in this share
+            if (full > 0) uk.pack_b_rows(p.b + pc * p.b_rs + jc + jp0 * NR, p.b_rs, kc, full, bbuf + jp0 * kc * NR);
+            jp += std::max<index_t>(full, 0);
           }
-          const index_t jp_begin = jr_panels * jg / j_groups, jp_end = jr_panels * (jg + 1) / j_groups;
-          for (index_t jp = jp_begin; jp < jp_end; ++jp) {
-            const index_t j0 = jp * NR;
-            const int nr = static_cast<int>(std::min<index_t>(NR, nc - j0));
-            const float* bp = b_pack + jp * kc * NR;
-            for (index_t i0 = 0; i0 < mc; i0 += MR) {
-              const int mr = static_cast<int>(std::min<index_t>(MR, mc - i0));
-              float* ct = p.c + (ic + i0) * p.ldc + jc + j0;
-              uk.fn(kc, a_pack + i0 * kc, bp, ct, p.ldc, p.alpha, beta, mr, nr);
-              if (last_k)
-                apply_epilogue(ct, p.ldc, mr, nr, p.row_bias ? p.row_bias + ic + i0 : nullptr,
-                               p.col_bias ? p.col_bias + jc + j0 : nullptr, p.act);
+          for (; jp < jp1; ++jp)
+            pack_panel(pc, kc, jc + jp * NR, static_cast<int>(std::min<index_t>(NR, nc - jp * NR)), bbuf + jp * kc * NR);
+#pragma omp barrier
+        }
+        const index_t j_lo = std::max(c0, jc), j_hi = std::min(c1, jc + nc);
+        if (j_lo >= j_hi || r0 >= r1) continue;
+        for (index_t ic = r0; ic < r1; ic += MC) {
+          const index_t mc = std::min(MC, r1 - ic);
+          const float* a_blk = p.a + ic * p.a_rs + pc * p.a_cs;
+          if (!direct_a) {
+            if (uk.pack_a) {
+              uk.pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, a_pack);
+            } else {
+              pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, MR, a_pack);
             }
           }
-        }  // implicit barrier: B block free to be overwritten
+          for (index_t j0 = j_lo; j0 < j_hi; j0 += NR) {
+            const int nr = static_cast<int>(std::min<index_t>(NR, j_hi - j0));
+            const float* bp = bbuf + (j0 - jc) * kc;
+            if (jit_b) {
+              pack_panel(pc, kc, j0, nr, b_local);
+              bp = b_local;
+            }
+            const index_t ldb = NR;
+            for (index_t i0 = 0; i0 < mc; i0 += MR) {
+              const int mr = static_cast<int>(std::min<index_t>(MR, mc - i0));
+              float* ct = p.c + (ic + i0) * p.ldc + j0;
+              const TileEpilogue e{p.row_bias ? p.row_bias + ic + i0 : nullptr, p.col_bias ? p.col_bias + j0 : nullptr,
+                                   p.act};
+              const int fi = last_k && any_epi ? 1 + static_cast<int>(p.act) : 0;
+              const TileEpilogue* ep = fi ? &e : nullptr;
+              if (direct_a) {
+                uk.fn_ex_strided[fi](kc, a_blk + i0 * p.a_rs, p.a_rs, p.a_cs, bp, ldb, ct, p.ldc, p.alpha, beta, mr, nr,
+                                 ep);
+              } else {
+                uk.fn_ex[fi](kc, a_pack + i0 * kc, 1, MR, bp, ldb, ct, p.ldc, p.alpha, beta, mr, nr, ep);
+              }
+            }
+          }
+        }
       }
     }
+  }
+}
+
+// M <= 4 rows: threads split the columns (in whole 64-byte lines), each streams its B slice.
+void gemm_small_m(const GemmParams& p, SmallMFn fn, int nt) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int T = omp_get_num_threads(), t = omp_get_thread_num();
+    const index_t j0 = split_at(p.n, T, t, 16), j1 = split_at(p.n, T, t + 1, 16);
+    if (j0 < j1) fn(p, j0, j1);
   }
 }
 
@@ -181,7 +271,13 @@ void run_gemm(const GemmParams& p) {
     scale_c(p);
     return;
   }
-  gemm_blocked(p, ukernel_for(active_isa()), choose_threads(p));
+  const Ukernel uk = ukernel_for(active_isa());
+  const int nt = choose_threads(p);
+  if (p.m <= 4 && p.b_cs == 1 && uk.small_m[p.m - 1]) {
+    gemm_small_m(p, uk.small_m[p.m - 1], nt);
+    return;
+  }
+  gemm_blocked(p, uk, nt);
 }
 
 void run_gemm_batched(const GemmParams& p, index_t batch, index_t a_bs, index_t b_bs, index_t c_bs) {

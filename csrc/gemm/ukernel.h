@@ -10,21 +10,58 @@
 //   part is written, so nothing outside C's mr x nr block is touched.
 // - beta == 0: C is never read (it may hold NaN/garbage), as BLAS promises.
 // - a and b are 64-byte aligned; C has no alignment requirement.
+//
+// fn_ex generalises fn (fn(...) == fn_ex[0](..., 1, MR, ..., NR, ..., nullptr)):
+// - A(i, p) = a[i*ars + p*acs] (packed: ars = 1, acs = MR; or A read in place, any strides);
+//   rows i >= mr are never read.
+// - B(p, j) = b[p*ldb + j] (packed: ldb = NR; or B read in place when its columns are
+//   contiguous); with nr < NR, B must still be readable for NR columns (packed panels are).
+// - epi (fn_ex[1 + act] only): the GEMM epilogue applied in registers before the store,
+//   C = act(alpha AB + beta C + (row_bias[i] + col_bias[j])), bias pointers offset to the tile.
 #pragma once
 
 #include "core/common.h"
 #include "core/cpu_features.h"
+#include "gemm/gemm.h"
 
 namespace fl {
 
 using UkernelFn = void (*)(index_t kc, const float* a, const float* b, float* c, index_t ldc,
                            float alpha, float beta, int mr, int nr);
 
+struct TileEpilogue {
+  const float* row_bias;  // mr values (or null)
+  const float* col_bias;  // nr values (or null)
+  Activation act;
+};
+
+using UkernelExFn = void (*)(index_t kc, const float* a, index_t ars, index_t acs, const float* b, index_t ldb,
+                             float* c, index_t ldc, float alpha, float beta, int mr, int nr,
+                             const TileEpilogue* epi);
+
+// C[0:M, j0:j1] of a GEMM with M = p.m <= 4 rows and B's columns contiguous (b_cs == 1),
+// the epilogue included: B streamed row by row, each row read once and contiguously.
+using SmallMFn = void (*)(const GemmParams& p, index_t j0, index_t j1);
+
+// Packing into the micro-kernel's layouts (see fn above); pack_a may write up to 8 floats
+// past mc rounded up to MR times kc (the buffer has that slack).
+using PackAFn = void (*)(const float* a, index_t rs, index_t cs, index_t mc, index_t kc, float* dst);
+using PackBFn = void (*)(const float* b, index_t rs, index_t cs, index_t kc, int cols, float* dst);
+// `panels` full panels of a B with unit column stride, packed row by row (see pack_impl.h).
+using PackBRowsFn = void (*)(const float* b, index_t rs, index_t kc, index_t panels, float* dst);
+
 struct Ukernel {
   UkernelFn fn;
   int mr, nr;          // register tile
   index_t kc, mc, nc;  // cache blocking: kc x nr B panel in L1, mc x kc A block in L2, kc x nc in L3
   const char* name;
+  // Index 0: no epilogue (epi ignored); 1 + Activation code: epilogue with that activation.
+  UkernelExFn fn_ex[7];          // packed A (ars = 1, acs = MR): the fast path
+  UkernelExFn fn_ex_strided[7];  // A read in place at any strides
+  SmallMFn small_m[4];           // index M-1; null: none for this ISA
+  PackAFn pack_a;                // null: the portable loops in gemm_cpu.cpp
+  PackBFn pack_b;
+  PackBRowsFn pack_b_rows;
 };
 
 Ukernel ukernel_generic();

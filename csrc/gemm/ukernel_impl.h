@@ -1,78 +1,198 @@
-// The register-tile loop shared by the SIMD micro-kernels, written once over a small SIMD
-// traits type S (vector type V, lane count W, load/store/fma/broadcast). Included only by
-// the ISA translation units (ukernel_avx2.cpp, ukernel_avx512.cpp), each compiled with its
-// own -m flags, so no wide instruction leaks into code that runs before the cpuid check.
+// The register-tile loop shared by the SIMD micro-kernels, written once over a SIMD traits
+// type S (elementwise/simd_avx2.h, simd_avx512.h). Included only by the ISA translation
+// units (ukernel_avx2.cpp, ukernel_avx512.cpp), each compiled with its own -m flags, so no
+// wide instruction leaks into code that runs before the cpuid check.
 #pragma once
 
-#include <cstring>
+#include <algorithm>
+#include <type_traits>
 
+#include "elementwise/elementwise_simd.h"
+#include "gemm/pack_impl.h"
 #include "gemm/ukernel.h"
 
 namespace fl {
 namespace ukernel_detail {
 
-template <class S, int MR, int NV>
-inline void store_tile(typename S::V (&acc)[MR][NV], float* c, index_t ldc, float alpha,
-                       float beta, int mr, int nr) {
+// alpha * acc (+ beta * C) (+ bias, activation: ACT >= 0) -> C. Edge tiles use masked
+// loads/stores, so full and edge tiles round identically and nothing outside mr x nr is touched.
+template <class S, int MR, int NV, int ACT>
+inline void store_tile(typename S::V (&acc)[MR][NV], float* c, index_t ldc, float alpha, float beta, int mr,
+                       int nr, const TileEpilogue* epi) {
   using V = typename S::V;
-  constexpr int NR = NV * S::W;
+  constexpr int W = S::W, NR = NV * W;
   const V valpha = S::set1(alpha), vbeta = S::set1(beta);
-  if (mr == MR && nr == NR) {
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
+  const float* rb = ACT >= 0 ? epi->row_bias : nullptr;
+  const float* cb = ACT >= 0 ? epi->col_bias : nullptr;
+  const bool has_bias = rb || cb;
+  const bool full = mr == MR && nr == NR;
+  V cbv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        float* dst = c + i * ldc + v * S::W;
-        V r = S::mul(acc[i][v], valpha);
-        if (beta != 0.0f) r = S::fma(S::loadu(dst), vbeta, r);
-        S::storeu(dst, r);
-      }
-    }
-    return;
+  for (int v = 0; v < NV; ++v) {
+    const int cnt = std::min(W, std::max(0, nr - v * W));
+    cbv[v] = cb ? (cnt == W ? S::loadu(cb + v * W) : S::loadn(cb + v * W, cnt)) : S::zero();
   }
-  // Edge tile: spill to a local tile, then touch only the valid mr x nr part of C.
-  alignas(64) float tile[MR * NR];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < MR; ++i) {
+    if (!full && i >= mr) break;
+    const V rbv = S::set1(rb ? rb[i] : 0.0f);
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) S::store(tile + i * NR + v * S::W, S::mul(acc[i][v], valpha));
-  for (int i = 0; i < mr; ++i) {
-    float* dst = c + i * ldc;
-    const float* src = tile + i * NR;
-    if (beta == 0.0f) {
-      std::memcpy(dst, src, sizeof(float) * nr);
-    } else {
-      for (int j = 0; j < nr; ++j) dst[j] = src[j] + beta * dst[j];
+    for (int v = 0; v < NV; ++v) {
+      float* dst = c + i * ldc + v * W;
+      const int cnt = full ? W : std::min(W, std::max(0, nr - v * W));
+      if (cnt == 0) break;
+      V r = S::mul(acc[i][v], valpha);
+      if (beta != 0.0f) r = S::fma(cnt == W ? S::loadu(dst) : S::loadn(dst, cnt), vbeta, r);
+      if constexpr (ACT >= 0) r = simd::epi_v<S, ACT>(r, S::add(rbv, cbv[v]), has_bias);
+      if (cnt == W) {
+        S::storeu(dst, r);
+      } else {
+        S::storen(dst, cnt, r);
+      }
     }
   }
 }
 
-template <class S, int MR, int NV>
-void ukernel(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
-             float beta, int mr, int nr) {
+// One instantiation per epilogue (ACT = -1: none), so store_tile is called exactly once
+// and the accumulators stay in registers (with a switch over several store_tile calls GCC
+// kept acc[][] in memory and stored all 12 vectors every k step: 3x slower).
+template <class S, int MR, int NV, bool PACKED_A, int ACT>
+void ukernel_ex(index_t kc, const float* a, index_t ars, index_t acs, const float* b, index_t ldb, float* c,
+                index_t ldc, float alpha, float beta, int mr, int nr, const TileEpilogue* epi) {
   using V = typename S::V;
-  constexpr int NR = NV * S::W;
+  constexpr int W = S::W, NR = NV * W;
+  // C is read (beta != 0) or written only after the k loop: fetch its lines now so that the
+  // store does not wait on L3/DRAM (~13% of the tile's time at kc = 256 without it).
+  for (int i = 0; i < mr; ++i) {
+    S::prefetch(c + i * ldc);
+    S::prefetch(c + i * ldc + NR - 1);
+  }
   V acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = S::zero();
 
-  for (index_t p = 0; p < kc; ++p) {
-    V bv[NV];
+  if constexpr (PACKED_A) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = S::load(b + v * S::W);
-    S::prefetch(b + 8 * NR);
+    for (index_t p = 0; p < kc; ++p) {
+      V bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) bv[v] = S::loadu(b + v * W);
+      S::prefetch(b + 8 * ldb);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const V ai = S::set1(a[i]);
+      for (int i = 0; i < MR; ++i) {
+        const V ai = S::bcast(a + i);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
+        for (int v = 0; v < NV; ++v) acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
+      }
+      a += MR;
+      b += ldb;
     }
-    a += MR;
-    b += NR;
+  } else {
+    // A in place: rows past mr repeat row mr-1 (computed, never stored).
+    const float* ap[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) ap[i] = a + std::min(i, mr - 1) * ars;
+#pragma GCC unroll 2
+    for (index_t p = 0; p < kc; ++p) {
+      V bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) bv[v] = S::loadu(b + v * W);
+      S::prefetch(b + 8 * ldb);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const V ai = S::bcast(ap[i] + p * acs);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
+      }
+      b += ldb;
+    }
   }
-  store_tile<S, MR, NV>(acc, c, ldc, alpha, beta, mr, nr);
+  store_tile<S, MR, NV, ACT>(acc, c, ldc, alpha, beta, mr, nr, epi);
+}
+
+template <class S, int MR, int NV>
+void ukernel(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta, int mr,
+             int nr) {
+  ukernel_ex<S, MR, NV, true, -1>(kc, a, 1, MR, b, NV * S::W, c, ldc, alpha, beta, mr, nr, nullptr);
+}
+
+// GEMV-like shapes (M <= 4 rows): the MR x NR tile would waste most of its FMAs and a packed
+// B would be written and read once more for only M rows; here each B row is read once,
+// contiguously, and PQ rows of B are folded into the M accumulators per pass.
+template <class S, int M>
+void small_m(const GemmParams& p, index_t j0, index_t j1) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  constexpr int PQ = M == 1 ? 8 : (M <= 3 ? 4 : 2);  // M*PQ broadcasts + M accs + 1 B row <= 16 registers
+  constexpr index_t JB = 4096 / M / 16 * 16;         // M x JB accumulators: <= 16 KiB of L1
+  alignas(64) float acc[M * JB];
+  for (index_t jb = j0; jb < j1; jb += JB) {
+    const index_t nb = std::min(JB, j1 - jb);
+    const index_t nfull = nb / W, tail = nb % W;
+    for (index_t t = 0; t < M * JB; t += W) S::store(acc + t, S::zero());
+    const float* bcol = p.b + jb;
+    index_t q = 0;
+    auto step = [&](auto rows_c) {
+      constexpr int R = decltype(rows_c)::value;
+      V av[M][R];
+      const float* br[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        br[r] = bcol + (q + r) * p.b_rs;
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) av[i][r] = S::set1(p.a[i * p.a_rs + (q + r) * p.a_cs]);
+      }
+      for (index_t v = 0; v <= nfull; ++v) {
+        const index_t off = v * W;
+        if (v == nfull && tail == 0) break;
+        V ac[M];
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) ac[i] = S::load(acc + i * JB + off);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const V x = v < nfull ? S::loadu(br[r] + off) : S::loadn(br[r] + off, tail);
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) ac[i] = S::fma(av[i][r], x, ac[i]);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) S::store(acc + i * JB + off, ac[i]);
+      }
+      q += R;
+    };
+    while (q + PQ <= p.k) step(std::integral_constant<int, PQ>{});
+    while (q < p.k) step(std::integral_constant<int, 1>{});
+    // C = alpha acc + beta C, rounded exactly like store_tile, then the epilogue in place
+    // (which rounds like the fused epilogue: bias added to the stored value, then act).
+    const V valpha = S::set1(p.alpha), vbeta = S::set1(p.beta);
+    for (int i = 0; i < M; ++i) {
+      float* crow = p.c + i * p.ldc + jb;
+      for (index_t off = 0; off < nb; off += W) {
+        const index_t cnt = std::min<index_t>(W, nb - off);
+        V r = S::mul(S::load(acc + i * JB + off), valpha);
+        if (p.beta != 0.0f) r = S::fma(cnt == W ? S::loadu(crow + off) : S::loadn(crow + off, cnt), vbeta, r);
+        cnt == W ? S::storeu(crow + off, r) : S::storen(crow + off, cnt, r);
+      }
+    }
+    if (p.row_bias || p.col_bias || p.act != Activation::none)
+      simd::epilogue<S>(p.c + jb, p.ldc, M, nb, p.row_bias, p.col_bias ? p.col_bias + jb : nullptr, p.act);
+  }
+}
+
+template <class S, int MR, int NV>
+Ukernel make_ukernel(index_t kc, index_t mc, index_t nc, const char* name) {
+  return {&ukernel<S, MR, NV>, MR, NV * S::W, kc, mc, nc, name,
+          {&ukernel_ex<S, MR, NV, true, -1>, &ukernel_ex<S, MR, NV, true, 0>, &ukernel_ex<S, MR, NV, true, 1>,
+           &ukernel_ex<S, MR, NV, true, 2>, &ukernel_ex<S, MR, NV, true, 3>, &ukernel_ex<S, MR, NV, true, 4>,
+           &ukernel_ex<S, MR, NV, true, 5>},
+          {&ukernel_ex<S, MR, NV, false, -1>, &ukernel_ex<S, MR, NV, false, 0>, &ukernel_ex<S, MR, NV, false, 1>,
+           &ukernel_ex<S, MR, NV, false, 2>, &ukernel_ex<S, MR, NV, false, 3>, &ukernel_ex<S, MR, NV, false, 4>,
+           &ukernel_ex<S, MR, NV, false, 5>},
+          {&small_m<S, 1>, &small_m<S, 2>, &small_m<S, 3>, &small_m<S, 4>},
+          &pack_detail::pack_a<MR>,
+          &pack_detail::pack_b_panel<NV * S::W>,
+          &pack_detail::pack_b_rows<NV * S::W>};
 }
 
 }  // namespace ukernel_detail

@@ -106,17 +106,25 @@ double pointwise_loss_forward(PointwiseLoss kind, const float* x, const float* t
 
 void pointwise_loss_backward(PointwiseLoss kind, const float* x, const float* t, const float* g, float gscale,
                              float* gx, index_t n) {
-  parallel_for(n, kGrainElems, [&](index_t b, index_t e) {
-    for (index_t i = b; i < e; ++i) {
-      const float gi = g ? g[i] : gscale;
-      switch (kind) {
-        case PointwiseLoss::mse: gx[i] = gi * 2.0f * (x[i] - t[i]); break;
-        // PyTorch: (x - t) / max((1 - x) x, 1e-12)
-        case PointwiseLoss::bce: gx[i] = gi * (x[i] - t[i]) / std::max((1.0f - x[i]) * x[i], 1e-12f); break;
-        case PointwiseLoss::bce_with_logits: gx[i] = gi * (sigmoid_f(x[i]) - t[i]); break;
+  // One loop per (loss, per-element or scalar grad): the switch outside keeps each a straight
+  // (vectorisable, for mse) loop.
+  auto run = [&](auto dloss) {
+    parallel_for(n, kGrainElems, [&](index_t b, index_t e) {
+      if (g) {
+        for (index_t i = b; i < e; ++i) gx[i] = g[i] * dloss(x[i], t[i]);
+      } else {
+        for (index_t i = b; i < e; ++i) gx[i] = gscale * dloss(x[i], t[i]);
       }
-    }
-  });
+    });
+  };
+  switch (kind) {
+    case PointwiseLoss::mse: run([](float xi, float ti) { return 2.0f * (xi - ti); }); break;
+    // PyTorch: (x - t) / max((1 - x) x, 1e-12)
+    case PointwiseLoss::bce:
+      run([](float xi, float ti) { return (xi - ti) / std::max((1.0f - xi) * xi, 1e-12f); });
+      break;
+    case PointwiseLoss::bce_with_logits: run([](float xi, float ti) { return sigmoid_f(xi) - ti; }); break;
+  }
 }
 
 namespace {

@@ -22,15 +22,16 @@ namespace {
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < (total); e += int64_t(gridDim.x) * blockDim.x)
 
 // (plane, position within the plane): planes over gridDim.y, positions over gridDim.x, so the
-// per-element index arithmetic is one 32-bit division (plane sizes are checked < 2^31) rather
-// than three 64-bit ones, which would cost more than the memory traffic they index.
+// per-element index arithmetic is one 32-bit division (plane sizes are checked < 2^31, so q plus
+// the grid stride stays below 2^32) rather than three 64-bit ones, which would cost more than
+// the memory traffic they index.
 #define FL_PLANE_LOOP(plane, q, planes, plane_size)                                                  \
   for (int64_t plane = blockIdx.y; plane < (planes); plane += gridDim.y)                           \
-    for (int q = int(blockIdx.x * blockDim.x + threadIdx.x); q < int(plane_size); q += int(gridDim.x * blockDim.x))
+    for (unsigned q = blockIdx.x * blockDim.x + threadIdx.x; q < unsigned(plane_size); q += gridDim.x * blockDim.x)
 
 __global__ void max_pool_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t* __restrict__ idx,
                                     Pool2d p) {
-  const int out_w = int(p.ow);
+  const unsigned out_w = unsigned(p.ow);
   FL_PLANE_LOOP(plane, q, p.n * p.c, p.oh * p.ow) {
     const int64_t oh = q / out_w, ow = q - oh * out_w;
     const int64_t e = plane * p.oh * p.ow + q;
@@ -86,7 +87,7 @@ __device__ __forceinline__ float avg_window(const Pool2d& p, int64_t oh, int64_t
 }
 
 __global__ void avg_pool_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2d p, bool include_pad) {
-  const int out_w = int(p.ow);
+  const unsigned out_w = unsigned(p.ow);
   FL_PLANE_LOOP(plane, q, p.n * p.c, p.oh * p.ow) {
     const int64_t oh = q / out_w, ow = q - oh * out_w;
     const int64_t e = plane * p.oh * p.ow + q;
@@ -105,7 +106,7 @@ __global__ void avg_pool_fwd_kernel(const float* __restrict__ x, float* __restri
 }
 
 __global__ void avg_pool_bwd_kernel(const float* __restrict__ g, float* __restrict__ dx, Pool2d p, bool include_pad) {
-  const int in_w = int(p.w);
+  const unsigned in_w = unsigned(p.w);
   FL_PLANE_LOOP(plane, q, p.n * p.c, p.h * p.w) {
     const int64_t ih = q / in_w, iw = q - ih * in_w;
     const int64_t e = plane * p.h * p.w + q;
@@ -134,7 +135,7 @@ __device__ __forceinline__ int64_t ad_end(int64_t o, int64_t in, int64_t out) {
 }
 
 __global__ void adaptive_avg_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2d p) {
-  const int out_w = int(p.ow);
+  const unsigned out_w = unsigned(p.ow);
   FL_PLANE_LOOP(plane, q, p.n * p.c, p.oh * p.ow) {
     const int64_t oh = q / out_w, ow = q - oh * out_w;
     const int64_t e = plane * p.oh * p.ow + q;
@@ -150,7 +151,7 @@ __global__ void adaptive_avg_fwd_kernel(const float* __restrict__ x, float* __re
 
 // dx must be zeroed: adaptive windows overlap when H is not a multiple of OH.
 __global__ void adaptive_avg_bwd_kernel(const float* __restrict__ g, float* __restrict__ dx, Pool2d p) {
-  const int out_w = int(p.ow);
+  const unsigned out_w = unsigned(p.ow);
   FL_PLANE_LOOP(plane, q, p.n * p.c, p.oh * p.ow) {
     const int64_t oh = q / out_w, ow = q - oh * out_w;
     const int64_t e = plane * p.oh * p.ow + q;
@@ -165,7 +166,7 @@ __global__ void adaptive_avg_bwd_kernel(const float* __restrict__ g, float* __re
 
 __global__ void adaptive_max_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t* __restrict__ idx,
                                         Pool2d p) {
-  const int out_w = int(p.ow);
+  const unsigned out_w = unsigned(p.ow);
   FL_PLANE_LOOP(plane, q, p.n * p.c, p.oh * p.ow) {
     const int64_t oh = q / out_w, ow = q - oh * out_w;
     const int64_t e = plane * p.oh * p.ow + q;
@@ -188,7 +189,7 @@ __global__ void adaptive_max_fwd_kernel(const float* __restrict__ x, float* __re
 }
 
 __global__ void upsample_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2d p) {
-  const int out_w = int(p.ow);
+  const unsigned out_w = unsigned(p.ow);
   FL_PLANE_LOOP(plane, q, p.n * p.c, p.oh * p.ow) {
     const int64_t oh = q / out_w, ow = q - oh * out_w;
     const int64_t e = plane * p.oh * p.ow + q;
@@ -197,7 +198,7 @@ __global__ void upsample_fwd_kernel(const float* __restrict__ x, float* __restri
 }
 
 __global__ void upsample_bwd_kernel(const float* __restrict__ g, float* __restrict__ dx, Pool2d p) {
-  const int in_w = int(p.w);
+  const unsigned in_w = unsigned(p.w);
   FL_PLANE_LOOP(plane, q, p.n * p.c, p.h * p.w) {
     const int64_t ih = q / in_w, iw = q - ih * in_w;
     const int64_t e = plane * p.h * p.w + q;

@@ -1,6 +1,6 @@
-// AVX2 + FMA recurrent step kernels: W = 8 lanes, 2 rows x 4 vectors = 8 accumulators + 4
-// weight vectors + 1 broadcast (13 of 16 ymm registers). Three rows (12 accumulators) would
-// need 17 registers and spill.
+// AVX2 + FMA recurrent step kernels: W = 8 lanes, 6 rows x 2 vectors = 12 accumulators + 2
+// weight vectors + 1 broadcast (15 of 16 ymm registers); 12 independent FMAs per k cover the
+// 4-5 cycle FMA latency on 2 pipes and 8 loads per 12 FMAs leave the load ports slack.
 #if defined(FASTLAYERS_X86)
 #include <immintrin.h>
 
@@ -12,7 +12,8 @@ namespace {
 struct Avx2 {
   using V = __m256;
   static constexpr int W = 8;
-  static constexpr int kRows = 2;
+  static constexpr int kRows = 6;
+  static constexpr int kVecs = 2;
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V load(const float* p) { return _mm256_load_ps(p); }

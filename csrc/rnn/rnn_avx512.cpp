@@ -1,5 +1,5 @@
-// AVX-512 recurrent step kernels: W = 16 lanes, 4 rows x 4 vectors = 16 accumulators + 4
-// weight vectors + 1 broadcast (21 of 32 zmm registers). Same design as rnn_avx2.cpp.
+// AVX-512 recurrent step kernels: W = 16 lanes, 6 rows x 4 vectors = 24 accumulators + 4
+// weight vectors + 1 broadcast (29 of 32 zmm registers). Same design as rnn_avx2.cpp.
 #if defined(FASTLAYERS_X86)
 #include <immintrin.h>
 
@@ -11,7 +11,8 @@ namespace {
 struct Avx512 {
   using V = __m512;
   static constexpr int W = 16;
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 6;
+  static constexpr int kVecs = 4;
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V load(const float* p) { return _mm512_load_ps(p); }

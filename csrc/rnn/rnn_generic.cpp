@@ -10,6 +10,7 @@ namespace {
 struct Generic {
   static constexpr int W = 4;
   static constexpr int kRows = 2;
+  static constexpr int kVecs = 4;
   struct V {
     float v[W];
   };

@@ -60,33 +60,50 @@ constexpr index_t k_block() {
   return 3072 / (4 * S::W);
 }
 
-// out[r][v] (+)= sum_{k<kc} a[r*lda + k] * w[k*4W + v*W ...] for RB rows, 4 vectors.
-template <class S, int RB>
+// out[r][v] (+)= sum_{k<kc} a[r*lda + k] * w[k*4W + v*W ...] for RB rows and NV of the tile's 4
+// vectors (w and out already offset to the first of them; both have a row stride of 4W).
+// RB x NV accumulators + NV weight vectors + 1 broadcast must fit the register file: AVX2
+// runs 6 x 2 (15 of 16 ymm), the shape of the GEMM micro-kernel. A 2 x 4 version measured
+// ~20% slower here: GCC folds its weight loads into the FMAs, so 10 loads feed 8 FMAs.
+template <class S, int RB, int NV>
 inline void micro(const float* a, index_t lda, index_t kc, const float* w, float* out, bool accumulate) {
   using V = typename S::V;
   constexpr int W = S::W;
-  V acc[RB][4];
-  if (accumulate) {
-    for (int r = 0; r < RB; ++r)
-      for (int v = 0; v < 4; ++v) acc[r][v] = S::load(out + r * 4 * W + v * W);
-  } else {
-    for (int r = 0; r < RB; ++r)
-      for (int v = 0; v < 4; ++v) acc[r][v] = S::zero();
-  }
+  V acc[RB][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? S::load(out + r * 4 * W + v * W) : S::zero();
   for (index_t k = 0; k < kc; ++k) {
     const float* wk = w + k * 4 * W;
-    const V w0 = S::load(wk), w1 = S::load(wk + W), w2 = S::load(wk + 2 * W), w3 = S::load(wk + 3 * W);
+    V wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = S::load(wk + v * W);
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
       const V s = S::set1(a[r * lda + k]);
-      acc[r][0] = S::fma(s, w0, acc[r][0]);
-      acc[r][1] = S::fma(s, w1, acc[r][1]);
-      acc[r][2] = S::fma(s, w2, acc[r][2]);
-      acc[r][3] = S::fma(s, w3, acc[r][3]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = S::fma(s, wv[v], acc[r][v]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < RB; ++r)
-    for (int v = 0; v < 4; ++v) S::store(out + r * 4 * W + v * W, acc[r][v]);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) S::store(out + r * 4 * W + v * W, acc[r][v]);
+}
+
+// rb (< RB) leftover rows: one instantiation per count, so a batch of 32 = 5 x 6 + 2 runs
+// its last two rows as one 2-row call, not two latency-bound single rows.
+template <class S, int NV>
+inline void micro_tail(int rb, const float* a, index_t lda, index_t kc, const float* w, float* out, bool acc) {
+  switch (rb) {
+    case 1: micro<S, 1, NV>(a, lda, kc, w, out, acc); break;
+    case 2: micro<S, 2, NV>(a, lda, kc, w, out, acc); break;
+    case 3: micro<S, 3, NV>(a, lda, kc, w, out, acc); break;
+    case 4: micro<S, 4, NV>(a, lda, kc, w, out, acc); break;
+    case 5: micro<S, 5, NV>(a, lda, kc, w, out, acc); break;
+    default: break;
+  }
 }
 
 // One row (batch 1, a GEMV): two k streams so that 8 independent accumulators cover the FMA
@@ -119,7 +136,8 @@ inline void micro_row(const float* a, index_t kc, const float* w, float* out, bo
 // buf (rows x 4W) = a (rows x K, row stride lda) @ panel (K x 4W).
 template <class S>
 void tile_gemm(const float* a, index_t lda, index_t rows, index_t K, const float* panel, float* buf) {
-  constexpr int W = S::W, RB = S::kRows;
+  constexpr int W = S::W, RB = S::kRows, NV = S::kVecs;
+  static_assert(RB <= 6 && (NV == 2 || NV == 4), "micro_tail covers up to 5 leftover rows");
   constexpr index_t KC = k_block<S>();
   for (index_t k0 = 0; k0 < K; k0 += KC) {
     const index_t kc = std::min(KC, K - k0);
@@ -130,8 +148,13 @@ void tile_gemm(const float* a, index_t lda, index_t rows, index_t K, const float
       micro_row<S>(a + k0, kc, w, buf, acc);
       continue;
     }
-    for (; r + RB <= rows; r += RB) micro<S, RB>(a + r * lda + k0, lda, kc, w, buf + r * 4 * W, acc);
-    for (; r < rows; ++r) micro<S, 1>(a + r * lda + k0, lda, kc, w, buf + r * 4 * W, acc);
+    for (int v0 = 0; v0 < 4; v0 += NV) {
+      for (r = 0; r + RB <= rows; r += RB)
+        micro<S, RB, NV>(a + r * lda + k0, lda, kc, w + v0 * W, buf + r * 4 * W + v0 * W, acc);
+      if (r < rows)
+        micro_tail<S, NV>(static_cast<int>(rows - r), a + r * lda + k0, lda, kc, w + v0 * W,
+                          buf + r * 4 * W + v0 * W, acc);
+    }
   }
 }
 

@@ -60,7 +60,12 @@ def require_cuda() -> None:
         raise RuntimeError("got a CuPy array, but no CUDA GPU/driver is available on this machine")
 
 
+_F32_DTYPE = np.dtype(np.float32)
+
+
 def check_dtype(x, name: str, accepted=F32) -> None:
+    if x.dtype == _F32_DTYPE and "float32" in accepted:  # fast path: str(dtype) costs ~10 us in NumPy 2.4
+        return
     dt = str(x.dtype)
     if dt in accepted:
         return

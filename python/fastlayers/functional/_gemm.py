@@ -14,6 +14,19 @@ __all__ = ["gemm", "matmul", "linear", "gemm_backward", "matmul_backward", "line
 _ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "tanh": 4, "sigmoid": 5}
 
 
+_F32 = np.dtype(np.float32)
+
+
+def _plain(*arrays):
+    """True when every array is a float32 numpy.ndarray: the fast path that skips the generic
+    checks (a few microseconds each, as much as a 64^3 GEMM). Anything else takes the full
+    checks, which raise the documented errors."""
+    for x in arrays:
+        if type(x) is not np.ndarray or x.dtype != _F32:
+            return False
+    return True
+
+
 def _cpu_only(name, **arrays):
     if backend(**arrays) == "cuda":
         raise NotImplementedError(f"{name}: the CUDA GEMM is part of the CUDA backend (issue 7), not built yet")
@@ -27,6 +40,13 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     """alpha * op(a) @ op(b) + beta * c, with op(x) = x.T when trans_x. 2-D arrays of any strides.
 
     c (optional) broadcasts to the result's shape; without c, beta is ignored."""
+    if c is None and _plain(a, b) and a.ndim == 2 and b.ndim == 2:
+        oa = a.T if trans_a else a
+        ob = b.T if trans_b else b
+        if oa.shape[1] == ob.shape[0]:
+            out = np.empty((oa.shape[0], ob.shape[1]), np.float32)
+            _core.gemm(oa, ob, out, float(alpha))
+            return out
     _cpu_only("gemm", a=a, b=b, c=c)
     check_array(a, "a", ndim=2)
     check_array(b, "b", ndim=2)
@@ -52,6 +72,11 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
         beta = 0.0
     _core.gemm(oa, ob, out, float(alpha), beta)
     return out
+
+
+def _rows(x, width):
+    """x viewed as (rows, width); unlike reshape(-1, width) this also works when a size is 0."""
+    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), width)
 
 
 def _sum_to_shape(g, shape):
@@ -109,8 +134,8 @@ def matmul(a, b):
     out = np.empty(batch + (m, n), np.float32)
     if b2.ndim == 2 and out.size:
         # (..., m, k) @ (k, n): one big GEMM over all rows of a when they are evenly strided.
-        rows = a2.reshape(-1, k) if a2.ndim > 2 else a2
-        _core.gemm(rows, b2, out.reshape(-1, n))
+        rows = _rows(a2, k) if a2.ndim > 2 else a2
+        _core.gemm(rows, b2, _rows(out, n))
     elif out.size:
         nb = int(np.prod(batch))
         a3 = np.broadcast_to(a2, batch + (m, k)).reshape(nb, m, k)
@@ -176,10 +201,14 @@ def _check_linear(x, weight, bias, activation):
 def linear(x, weight, bias=None, activation=None):
     """act(x @ weight.T + bias) with the bias and activation fused into the GEMM epilogue.
     x: (..., in), weight: (out, in), bias: (out,)."""
-    _cpu_only("linear", x=x, weight=weight, bias=bias)
-    _check_linear(x, weight, bias, activation)
+    fast = (_plain(x, weight) if bias is None else _plain(x, weight, bias)) and x.ndim >= 1 and weight.ndim == 2 \
+        and x.shape[-1] == weight.shape[1] and activation in _ACTIVATIONS \
+        and (bias is None or (bias.ndim == 1 and bias.shape[0] == weight.shape[0]))
+    if not fast:
+        _cpu_only("linear", x=x, weight=weight, bias=bias)
+        _check_linear(x, weight, bias, activation)
     n_out, n_in = weight.shape
-    rows = x.reshape(-1, n_in)
+    rows = _rows(x, n_in)
     out = np.empty(rows.shape[:1] + (n_out,), np.float32)
     if out.size:
         b = None if bias is None else np.ascontiguousarray(bias)
@@ -202,8 +231,8 @@ def linear_backward(grad_out, x, weight, bias=None, activation=None, *, y=None):
     if y is not None:
         check_array(y, "y")
         _check_same_shape(y, grad_out, "y", "grad_out")
-    rows = x.reshape(-1, n_in)
-    g = grad_out.reshape(-1, n_out)
+    rows = _rows(x, n_in)
+    g = _rows(grad_out, n_out)
     if activation is not None:
         if y is not None and activation in ("tanh", "sigmoid"):
             back = tanh_backward if activation == "tanh" else sigmoid_backward

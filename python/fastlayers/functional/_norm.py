@@ -101,8 +101,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     # The kernel updates the running stats in place; a non-contiguous view goes through a copy.
     work = {k: (v if v is None or v.flags.c_contiguous or not training else np.ascontiguousarray(v))
             for k, v in stats.items()}
-    if not training:
-        work = {k: contiguous(v) for k, v in work.items()}
+    if not training:  # read only there, but the binding takes writeable arrays: copy read-only ones
+        work = {k: contiguous(v) if v.flags.writeable else v.copy() for k, v in work.items()}
     _core.batch_norm(x, y, n, c, s, weight, bias, work["running_mean"], work["running_var"], mean, invstd,
                      bool(training), momentum, eps)
     if training:

@@ -1,9 +1,8 @@
 """Every call the layers make into fastlayers.functional, one small helper each.
 
 Names are looked up on the functional module at call time (never bound at import), so tests
-can swap a kernel for its reference. Where API.md does not pin a backward's signature, the
-helper below is the one place that encodes the assumption (marked ASSUMED): adapt it here if
-the kernel differs.
+can swap a kernel for its reference. The backward signatures API.md leaves open (batch norm,
+layer norm, lstm/rnn, attention, losses, dropout, embedding) are encoded here only.
 """
 
 from __future__ import annotations
@@ -49,8 +48,6 @@ def conv2d(x, w, b, stride, padding, dilation, groups):
 
 
 def conv2d_backward(g, x, w, b, stride, padding, dilation, groups):
-    # ASSUMED: conv2d_backward(grad_out, x, weight, bias, stride, padding, dilation, groups)
-    #          -> (grad_x, grad_weight, grad_bias)
     return F.conv2d_backward(g, x, w, b, stride, padding, dilation, groups)
 
 
@@ -59,7 +56,6 @@ def conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
 
 
 def conv_transpose2d_backward(g, x, w, b, stride, padding, output_padding, groups, dilation):
-    # ASSUMED: same argument order as conv_transpose2d, grad_out first -> (gx, gw, gb)
     return F.conv_transpose2d_backward(g, x, w, b, stride, padding, output_padding, groups, dilation)
 
 
@@ -68,7 +64,6 @@ def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 def max_pool2d_backward(g, x, indices, kernel_size, stride, padding, dilation, ceil_mode):
-    # ASSUMED: max_pool2d_backward(grad_out, x, indices, kernel_size, stride, padding, dilation, ceil_mode)
     return _first(F.max_pool2d_backward(g, x, indices, kernel_size, stride, padding, dilation, ceil_mode))
 
 
@@ -97,36 +92,27 @@ def upsample_nearest2d_backward(g, x, scale_factor):
 
 
 # -- normalisation, dropout, embedding ------------------------------------------------------
-def batch_norm_train(x, running_mean, running_var, w, b, momentum, eps):
-    """Training forward: returns (y, mean, invstd); updates the running stats in place."""
-    out = F.batch_norm(x, running_mean, running_var, w, b, training=True, momentum=momentum, eps=eps,
-                       return_stats=True)
-    # ASSUMED: (y, mean, invstd); (y, (mean, invstd)) accepted too.
-    if len(out) == 2:
-        y, (mean, invstd) = out
-    else:
-        y, mean, invstd = out
+def batch_norm(x, running_mean, running_var, w, b, training, momentum, eps):
+    """Returns (y, mean, invstd), the statistics used (the batch's when training, in which case
+    the running ones, when not None, are updated in place)."""
+    y, (mean, invstd) = F.batch_norm(x, running_mean, running_var, w, b, training=training, momentum=momentum,
+                                     eps=eps, return_stats=True)
     return y, mean, invstd
 
 
-def batch_norm_eval(x, running_mean, running_var, w, b, eps):
-    return F.batch_norm(x, running_mean, running_var, w, b, training=False, eps=eps)
-
-
-def batch_norm_backward(g, x, mean, invstd, w, b, eps):
-    # ASSUMED: batch_norm_backward(grad_out, x, mean, invstd, weight, bias, training=True, eps=eps)
-    #          -> (grad_x, grad_weight, grad_bias), grad_weight/grad_bias None without affine.
-    return F.batch_norm_backward(g, x, mean, invstd, w, b, training=True, eps=eps)
+def batch_norm_backward(g, x, mean, invstd, w, b, training):
+    """(grad_x, grad_weight, grad_bias); training=False: the statistics were constants."""
+    return F.batch_norm_backward(g, x, w, mean, invstd, training, has_bias=b is not None)
 
 
 def layer_norm(x, normalized_shape, w, b, eps):
-    return F.layer_norm(x, normalized_shape, w, b, eps)
+    """Returns (y, (mean, rstd))."""
+    return F.layer_norm(x, normalized_shape, w, b, eps, return_stats=True)
 
 
-def layer_norm_backward(g, x, normalized_shape, w, b, eps):
-    # ASSUMED: layer_norm_backward(grad_out, x, normalized_shape, weight, bias, eps)
-    #          -> (grad_x, grad_weight, grad_bias); the kernel recomputes the row statistics.
-    return F.layer_norm_backward(g, x, normalized_shape, w, b, eps)
+def layer_norm_backward(g, x, normalized_shape, w, b, eps, stats):
+    mean, rstd = stats
+    return F.layer_norm_backward(g, x, normalized_shape, w, b, eps, mean=mean, rstd=rstd)
 
 
 def dropout(x, p):
@@ -135,7 +121,6 @@ def dropout(x, p):
 
 
 def dropout_backward(g, mask, p):
-    # ASSUMED: dropout_backward(grad_out, mask, p, training=True) -> grad_x
     return _first(F.dropout_backward(g, mask, p, True))
 
 
@@ -143,9 +128,9 @@ def embedding(indices, w):
     return F.embedding(indices, w)
 
 
-def embedding_backward(g, indices, w):
-    # ASSUMED: embedding_backward(grad_out, indices, weight) -> grad_weight (or (grad_weight,))
-    return _first(F.embedding_backward(g, indices, w))
+def embedding_backward(g, indices, w, padding_idx):
+    """grad_weight (the padding_idx row zero)."""
+    return _first(F.embedding_backward(g, indices, w, padding_idx))
 
 
 # -- recurrent ------------------------------------------------------------------------------
@@ -162,11 +147,9 @@ def lstm_eval(x, params, h0, c0, num_layers, bidirectional, batch_first):
 
 
 def lstm_backward(g_out, g_hn, g_cn, x, params, h0, c0, reserve, num_layers, bidirectional, batch_first):
-    # ASSUMED: lstm_backward(grad_output, grad_h_n, grad_c_n, x, params, h0, c0, reserve, *,
-    #          num_layers, bidirectional, batch_first)
-    #          -> (grad_x, grad_params [list of (gw_ih, gw_hh, gb_ih, gb_hh)], grad_h0, grad_c0);
-    #          grad_h_n / grad_c_n may be None (zero).
-    return F.lstm_backward(g_out, g_hn, g_cn, x, params, h0, c0, reserve, num_layers=num_layers,
+    """(grad_x, grad_params [(gw_ih, gw_hh, gb_ih, gb_hh) per layer/direction], grad_h0, grad_c0);
+    grad_h_n / grad_c_n may be None (zero); grad_h0/grad_c0 are None when h0/c0 were."""
+    return F.lstm_backward(g_out, g_hn, g_cn, x, params, reserve, h0, c0, num_layers=num_layers,
                            bidirectional=bidirectional, batch_first=batch_first)
 
 
@@ -183,9 +166,8 @@ def rnn_eval(x, params, h0, nonlinearity, num_layers, bidirectional, batch_first
 
 
 def rnn_backward(g_out, g_hn, x, params, h0, reserve, nonlinearity, num_layers, bidirectional, batch_first):
-    # ASSUMED: rnn_backward(grad_output, grad_h_n, x, params, h0, reserve, *, nonlinearity,
-    #          num_layers, bidirectional, batch_first) -> (grad_x, grad_params, grad_h0)
-    return F.rnn_backward(g_out, g_hn, x, params, h0, reserve, nonlinearity=nonlinearity,
+    """(grad_x, grad_params, grad_h0)."""
+    return F.rnn_backward(g_out, g_hn, x, params, reserve, h0, nonlinearity=nonlinearity,
                           num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first)
 
 
@@ -196,10 +178,9 @@ def sdpa(q, k, v, attn_mask, scale):
 
 
 def sdpa_backward(g, q, k, v, out, lse, attn_mask, scale):
-    # ASSUMED: scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask=None,
-    #          is_causal=False, scale=None, enable_gqa=False) -> (grad_q, grad_k, grad_v[, ...])
-    r = F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, attn_mask=attn_mask, scale=scale)
-    return r[0], r[1], r[2]
+    """(grad_q, grad_k, grad_v)."""
+    gq, gk, gv = F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, attn_mask=attn_mask, scale=scale)
+    return gq, gk, gv
 
 
 def matmul(a, b):
@@ -224,8 +205,7 @@ def loss(name, pred, target, **kw):
 
 
 def loss_backward(name, grad_out, pred, target, **kw):
-    # ASSUMED: <loss>_backward(grad_out, input, target, <keyword args>) -> grad_input or
-    #          (grad_input, ...); grad_out is a 0-d float32 array for reductions 'mean'/'sum'.
+    """dL/dinput; grad_out is a 0-d float32 array for reductions 'mean'/'sum', else unreduced."""
     return _first(getattr(F, name + "_backward")(grad_out, pred, target, **kw))
 
 

@@ -34,10 +34,7 @@ class Embedding(Module):
     def backward(self, grad_out):
         """Accumulates the weight gradient; indices have no gradient (returns None)."""
         self._need_cache("_idx")
-        gw = K.embedding_backward(grad_out, self._idx, self.weight.data)
-        if self.padding_idx is not None:
-            gw[self.padding_idx] = 0.0
-        self.weight.accumulate(gw)
+        self.weight.accumulate(K.embedding_backward(grad_out, self._idx, self.weight.data, self.padding_idx))
         return None
 
     def extra_repr(self):

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _kernels as K
 from . import init
-from .module import Module, Parameter, _xp
+from .module import Module, Parameter
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
 
@@ -47,41 +47,22 @@ class _BatchNorm(Module):
         w = None if self.weight is None else self.weight.data
         b = None if self.bias is None else self.bias.data
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            xp = _xp(x)
-            if self.track_running_stats:
-                rm, rv = self.running_mean, self.running_var
-                self.num_batches_tracked = self.num_batches_tracked + 1
-                mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            else:  # stats of this batch only: scratch running buffers nobody keeps
-                rm, rv = xp.zeros(self.num_features, np.float32), xp.ones(self.num_features, np.float32)
-                mom = 0.0
-            y, mean, invstd = K.batch_norm_train(x, rm, rv, w, b, float(mom), self.eps)
-            self._cache = ("batch", x, mean, invstd)
+        if use_batch and self.track_running_stats:
+            self.num_batches_tracked = self.num_batches_tracked + 1
+            mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
         else:
-            y = K.batch_norm_eval(x, self.running_mean, self.running_var, w, b, self.eps)
-            self._cache = ("running", x, None, None)
+            mom = 0.0
+        # Without tracked statistics the running buffers are None: the kernel then keeps nothing.
+        y, mean, invstd = K.batch_norm(x, self.running_mean, self.running_var, w, b, use_batch, float(mom), self.eps)
+        self._cache = (use_batch, x, mean, invstd)
         return y.reshape(shape)
 
     def backward(self, grad_out):
         self._need_cache("_cache")
-        mode, x, mean, invstd = self._cache
-        g = grad_out.reshape(x.shape)
+        use_batch, x, mean, invstd = self._cache
         w = None if self.weight is None else self.weight.data
         b = None if self.bias is None else self.bias.data
-        if mode == "batch":
-            gx, gw, gb = K.batch_norm_backward(g, x, mean, invstd, w, b, self.eps)
-        else:
-            # Eval mode is a fixed per-channel affine map: y = (x - mu) * s * w + b, s = 1/sqrt(var+eps).
-            xp = _xp(x)
-            bshape = (1, -1) + (1,) * (x.ndim - 2)
-            s = (1.0 / xp.sqrt(self.running_var.astype(np.float64) + self.eps)).astype(np.float32)
-            axes = (0,) + tuple(range(2, x.ndim))
-            scale = s if w is None else s * w
-            gx = xp.ascontiguousarray(g * scale.reshape(bshape), dtype=np.float32)
-            xhat = (x - self.running_mean.reshape(bshape)) * s.reshape(bshape)
-            gw = None if w is None else (g * xhat).sum(axis=axes, dtype=np.float32)
-            gb = None if b is None else g.sum(axis=axes, dtype=np.float32)
+        gx, gw, gb = K.batch_norm_backward(grad_out.reshape(x.shape), x, mean, invstd, w, b, use_batch)
         if self.weight is not None:
             self.weight.accumulate(gw)
             self.bias.accumulate(gb)
@@ -119,12 +100,14 @@ class LayerNorm(Module):
         return (None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data)
 
     def forward(self, x):
+        y, self._stats = K.layer_norm(x, self.normalized_shape, *self._wb(), self.eps)
         self._x = x
-        return K.layer_norm(x, self.normalized_shape, *self._wb(), self.eps)
+        return y
 
     def backward(self, grad_out):
         self._need_cache("_x")
-        gx, gw, gb = K.layer_norm_backward(grad_out, self._x, self.normalized_shape, *self._wb(), self.eps)
+        gx, gw, gb = K.layer_norm_backward(grad_out, self._x, self.normalized_shape, *self._wb(), self.eps,
+                                           self._stats)
         if self.weight is not None:
             self.weight.accumulate(gw)
         if self.bias is not None:

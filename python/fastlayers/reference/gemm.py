@@ -82,8 +82,8 @@ def linear_backward(grad_out, x, weight, bias=None, activation=None, *, y=None):
     if bias is not None:
         z = z + bias
     g = _ACT[activation][1](grad_out, z)
-    rows = x.reshape(-1, x.shape[-1])
-    g2 = g.reshape(-1, weight.shape[0])
+    rows = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])
+    g2 = g.reshape(int(np.prod(g.shape[:-1])), weight.shape[0])
     grad_x = (g2 @ weight).reshape(x.shape)
     grad_w = g2.T @ rows
     grad_b = None if bias is None else g2.sum(axis=0)
