@@ -192,8 +192,7 @@ def _gemm(g):
 
 def _matmul(g):
     ra, rb = g.int(1, 4), g.int(1, 4)
-    # k = 0 with a of rank > 2 and b of rank <= 2: KNOWN bug, test_known_issue_matmul_k0
-    m, n, k = g.int(1, 6), g.int(1, 6), g.int(0 if ra <= 2 or rb > 2 else 1, 6)
+    m, n, k = g.int(1, 6), g.int(1, 6), g.int(0, 6)
     nb = max(ra, rb) - 2
     batch = g.dims(max(nb, 0), 1, 3)
 
