@@ -965,7 +965,10 @@ _CHILD = textwrap.dedent("""
 def test_index_overflow(case):
     _skip_missing(OVERFLOW[case][0])
     code = _CHILD.format(tests=os.path.dirname(__file__), limit=MEM_LIMIT, name=case)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = dict(os.environ)
+    if "ASAN_OPTIONS" in env:  # reports to stderr, to tell a refused allocation from an error
+        env["ASAN_OPTIONS"] += ":log_path=stderr"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
     asan_oom = "allocation-size-too-big" in p.stderr or "out-of-memory" in p.stderr or "exceeds maximum" in p.stderr
     if not lines and asan_oom:
