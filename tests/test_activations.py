@@ -103,3 +103,65 @@ def test_errors(rng):
         fl.softmax(x, axis=2)
     with pytest.raises(TypeError, match="axis"):
         fl.softmax(x, axis=1.0)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_available_isa_path(rng, isa):
+    """Each ISA's elementwise kernels in turn (set_isa clamps to what the CPU has): sizes around
+    the vector widths exercise the masked tails, softmax runs along the contiguous axis and
+    across it (inner > 1, column groups with tails), and the IEEE cases hold on every path."""
+    from fastlayers import _core
+
+    before = _core.cpu_isa()
+    try:
+        used = _core.set_isa(isa)
+        for n in (1, 7, 8, 9, 15, 16, 17, 33, 1000):
+            x, g = randn(rng, n, scale=4.0), randn(rng, n)
+            for name, kw in UNARY:
+                f, fb = getattr(fl, name), getattr(fl, name + "_backward")
+                rf, rfb = getattr(R, name), getattr(R, name + "_backward")
+                y = f(x, **kw)
+                assert_close(y, rf(f64(x), **kw), name=f"{name} isa {used} n {n}")
+                assert_close(fb(g, x, **kw), rfb(*f64(g, x), **kw), name=f"{name}_backward isa {used} n {n}")
+                if name in ("sigmoid", "tanh"):
+                    assert_close(fb(g, x, y=y), rfb(*f64(g, x), **kw), name=f"{name}_backward(y) isa {used}")
+        for shape, axis in (((5, 37), -1), ((3, 37, 70), 1), ((37, 9), 0), ((2, 3, 130), 0)):
+            x, g = randn(rng, *shape, scale=5.0), randn(rng, *shape)
+            for f, fb, rf, rfb in ((fl.softmax, fl.softmax_backward, R.softmax, R.softmax_backward),
+                                   (fl.log_softmax, fl.log_softmax_backward, R.log_softmax, R.log_softmax_backward)):
+                y = f(x, axis)
+                assert_close(y, rf(f64(x), axis), name=f"{f.__name__} {shape} axis {axis} isa {used}")
+                assert_close(fb(g, x, axis, y=y), rfb(*f64(g, x), axis), name=f"{fb.__name__} isa {used}")
+        test_ieee_special_values()
+        test_softmax_extreme_logits()
+        # A NaN poisons its own softmax row only, along either axis.
+        x = randn(rng, 4, 19)
+        x[1, 5] = np.nan
+        assert np.isnan(fl.softmax(x)[1]).all() and np.isfinite(fl.softmax(x)[[0, 2, 3]]).all()
+        assert np.isnan(fl.softmax(x, axis=0)[:, 5]).all() and np.isfinite(np.delete(fl.softmax(x, axis=0), 5, 1)).all()
+    finally:
+        _core.set_isa(before)
+
+
+def test_simd_math_accuracy_over_a_dense_range():
+    """The SIMD exp/tanh/erfc approximations over 2e5 points in [-20, 20] and huge |x|: within
+    the shared tolerance everywhere (rtol 1e-4 and an atol of 1e-5 x max|y|, so tails whose
+    values underflow to ~1e-38 are only held to that floor)."""
+    x = np.concatenate([np.linspace(-20, 20, 200_001, dtype=np.float32),
+                        np.float32(10.0) ** np.linspace(-30, 30, 301, dtype=np.float32) * np.float32(-1),
+                        np.float32(10.0) ** np.linspace(-30, 30, 301, dtype=np.float32)]).astype(np.float32)
+    for name, kw in UNARY:
+        if name in ("relu", "leaky_relu"):
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):  # the float64 reference at |x| = 1e30
+            want = getattr(R, name)(f64(x), **kw)
+        assert_close(getattr(fl, name)(x, **kw), want, name=name)
+
+
+def test_large_arrays_use_streaming_stores(rng):
+    """Above 48 MiB of output the unary kernels write with non-temporal stores (after an
+    aligned head); an odd offset view exercises the unaligned head and tail."""
+    x = randn(rng, (48 << 18) + 11)[3:]
+    y = fl.relu(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(fl.leaky_relu(x, 0.5), np.where(x >= 0, x, x * np.float32(0.5)))

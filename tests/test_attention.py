@@ -53,6 +53,7 @@ SHAPES = [
     ((2, 2), 2, 2, 33, 70, 16, 24),
     ((2,), 6, 2, 45, 101, 32, 20),
     ((), 4, 1, 200, 193, 64, 64),
+    ((2,), 4, 2, 300, 250, 100, 72),  # several query blocks per head: the per-thread K/V head cache
 ]
 
 

@@ -22,8 +22,13 @@ CONV_CASES = [
     pytest.param(2, 6, 7, 7, 6, 3, 3, 1, 1, 1, 6, True, id="depthwise"),
     pytest.param(2, 4, 9, 8, 8, 3, 3, 2, 1, 1, 4, True, id="depthwise-mult2-stride2"),
     pytest.param(1, 3, 8, 9, 3, 5, 3, (1, 2), (2, 0), (2, 1), 3, False, id="depthwise-dilated"),
+    pytest.param(2, 4, 12, 13, 4, 7, 7, 1, 3, 1, 4, True, id="depthwise-7x7"),
+    pytest.param(1, 2, 10, 11, 4, 9, 9, 1, 4, 1, 2, True, id="depthwise-9x9-mult2"),
+    pytest.param(1, 2, 66, 3, 2, 65, 1, 1, 0, 1, 2, True, id="depthwise-65-tall"),
+    pytest.param(2, 3, 11, 12, 3, 3, 3, 2, 1, 1, 3, True, id="depthwise-stride2"),
     pytest.param(2, 6, 5, 6, 9, 3, 3, 1, 1, 1, 3, True, id="groups3"),
     pytest.param(2, 8, 6, 7, 4, 1, 1, 1, 0, 1, 1, True, id="pointwise"),
+    pytest.param(2, 20, 7, 9, 100, 1, 1, 1, 0, 1, 1, True, id="pointwise-wide-packed"),
     pytest.param(2, 8, 6, 7, 4, 1, 1, 2, 0, 1, 2, False, id="pointwise-stride2-groups2"),
     pytest.param(2, 3, 6, 7, 4, 4, 3, 1, "same", 1, 1, True, id="same-even-kernel"),
     pytest.param(1, 2, 7, 6, 3, 3, 2, 1, "same", (2, 3), 1, True, id="same-dilated"),
@@ -192,6 +197,19 @@ def test_conv_matches_torch(rng):
     y = fl.conv_transpose2d(x, wt, None, 2, 1, 1, 3, 1)
     ty = TF.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(wt), None, 2, 1, 1, 3, 1)
     np.testing.assert_allclose(y, ty.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.torch
+def test_conv_backward_matches_torch(rng):
+    import torch
+
+    x, weight, b = _conv_inputs(rng, 2, 6, 9, 31, 6, 3, 3, 3, True)
+    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, weight, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, 1, 1, 1, 3)
+    g = randn(rng, *ty.shape)
+    ty.backward(torch.from_numpy(g))
+    for got, want in zip(fl.conv2d_backward(g, x, weight, b, 1, 1, 1, 3), (tx.grad, tw.grad, tb.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
 
 
 # ---- errors ---------------------------------------------------------------------------------

@@ -206,3 +206,109 @@ def test_threads_setting_and_concurrent_calls(rng):
     assert not errors
     for r in results:
         np.testing.assert_array_equal(r, want)
+
+
+# Paths chosen inside run_gemm (csrc/gemm/gemm_cpu.cpp), each with odd strides and 1-3 threads:
+#  - M <= 4 with unit-stride B columns: the streaming small-M kernel (epilogue applied after);
+#  - n <= 64 or A within 384 KiB: A read in place (strided micro-kernel), B panels packed per thread;
+#  - otherwise packed A and B, shared or per-thread B blocks depending on the thread grid.
+PATH_SHAPES = [(1, 5000, 37), (2, 33, 300), (3, 17, 1), (4, 1100, 600), (5, 40, 7),  # small M and just above
+               (300, 40, 50), (600, 64, 700), (130, 65, 600),                          # narrow N: A in place
+               (100, 100, 100), (37, 300, 290), (200, 800, 300)]                      # small / packed
+
+
+def _strided(rng, rows, cols, kind):
+    if kind == "contig":
+        return randn(rng, rows, cols)
+    if kind == "transposed":
+        return randn(rng, cols, rows).T
+    if kind == "sliced":  # unit column stride, row stride > cols
+        return randn(rng, rows, cols + 7)[:, 3:3 + cols]
+    return randn(rng, 2 * rows, 3 * cols)[::-2, ::3]  # negative row stride, column stride 3
+
+
+@pytest.mark.parametrize("m,n,k", PATH_SHAPES)
+def test_gemm_internal_paths_strides_and_threads(rng, m, n, k):
+    before = fl.get_num_threads()
+    try:
+        for kinds in (("contig", "contig"), ("sliced", "sliced"), ("transposed", "transposed"), ("neg", "contig"),
+                      ("contig", "neg")):
+            a, b = _strided(rng, m, k, kinds[0]), _strided(rng, k, n, kinds[1])
+            want = R.gemm(*f64(a, b))
+            for threads in (1, 2, 3):
+                fl.set_num_threads(threads)
+                assert_close(fl.gemm(a, b), want, name=f"{kinds} threads={threads}")
+    finally:
+        fl.set_num_threads(before)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 13])
+@pytest.mark.parametrize("act", [0, 1, 2, 3, 4, 5])
+def test_gemm_epilogue_on_every_path(rng, m, act):
+    """alpha, beta, row and column bias and each activation through _core.gemm directly, with
+    a row-major B (small-M path for m <= 4) and a transposed B (micro-kernel path)."""
+    from fastlayers import _core
+
+    names = [None, "relu", "gelu", "gelu_tanh", "tanh", "sigmoid"]
+    for n, k in ((37, 19), (70, 300)):
+        a = randn(rng, m, k)
+        for b in (randn(rng, k, n), randn(rng, n, k).T):
+            c0, rb, cb = randn(rng, m, n), randn(rng, m), randn(rng, n)
+            out = c0.copy()
+            _core.gemm(a, b, out, 0.5, 1.5, rb, cb, act)
+            z = 0.5 * f64(a) @ f64(b) + 1.5 * f64(c0) + f64(rb)[:, None] + f64(cb)[None, :]
+            want = z if act == 0 else getattr(R, "gelu" if names[act] == "gelu_tanh" else names[act])(
+                z, **({"approximate": "tanh"} if names[act] == "gelu_tanh" else {}))
+            assert_close(out, want, name=f"act {names[act]} m={m} n={n} b strides {b.strides}")
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "tanh", "sigmoid"])
+@pytest.mark.parametrize("rows", [1, 3, 50, 300])
+def test_fused_epilogue_matches_separate_activation(rng, activation, rows):
+    """linear(..., activation) (epilogue in the micro-kernel's registers, or after the small-M
+    kernel) and activation(linear(...)) (the elementwise kernel) run the same vector code."""
+    x, w, b = randn(rng, rows, 45), randn(rng, 70, 45), randn(rng, 70)
+    z = fl.linear(x, w, b)
+    act = {"gelu_tanh": lambda v: fl.gelu(v, approximate="tanh")}.get(activation, getattr(fl, activation, None))
+    np.testing.assert_array_equal(fl.linear(x, w, b, activation), act(z))
+    # The small-M kernel takes row-major B: the same claim through gemm's epilogue there.
+    from fastlayers import _core
+
+    if rows <= 4:
+        code = {"relu": 1, "gelu": 2, "gelu_tanh": 3, "tanh": 4, "sigmoid": 5}[activation]
+        bt = np.ascontiguousarray(w.T)
+        out1, out2 = np.empty((rows, 70), np.float32), np.empty((rows, 70), np.float32)
+        _core.gemm(x, bt, out1, 1.0, 0.0, None, b, code)
+        _core.gemm(x, bt, out2, 1.0, 0.0, None, b, 0)
+        np.testing.assert_array_equal(out1, act(out2))
+
+
+def test_gemm_fast_path_keeps_errors(rng):
+    """The Python fast path (plain float32 ndarrays) falls back to the full checks otherwise."""
+    a = randn(rng, 3, 4)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        fl.gemm(a, randn(rng, 3, 4))
+    with pytest.raises(TypeError, match="float64"):
+        fl.gemm(a, randn(rng, 4, 2).astype(np.float64))
+    with pytest.raises(ValueError, match="x has 4 input features"):
+        fl.linear(a, randn(rng, 6, 5), randn(rng, 6), "relu")
+    with pytest.raises(ValueError, match="bias: expected a 1-D array"):
+        fl.linear(a, randn(rng, 6, 4), randn(rng, 2, 3))
+
+
+def test_gemm_column_split_across_column_blocks(rng):
+    """Threads splitting the columns (few rows) pack their own B panels without barriers; with
+    n > nc = 3072 and several k blocks a thread may run ahead into the next column block while
+    another still computes, so each must pack into a buffer of its own (regression: a shared
+    double buffer corrupted columns >= 3072 of 64 x 4096 x 4096 with 2 threads)."""
+    before = fl.get_num_threads()
+    try:
+        for m, n, k in ((64, 4096, 2048), (40, 3200, 600), (600, 3300, 600)):
+            a, b = randn(rng, m, k), randn(rng, k, n)
+            want = R.gemm(*f64(a, b))
+            for threads in (2, 3):
+                fl.set_num_threads(threads)
+                for _ in range(2):
+                    assert_close(fl.gemm(a, b), want, name=f"{(m, n, k)} threads={threads}")
+    finally:
+        fl.set_num_threads(before)

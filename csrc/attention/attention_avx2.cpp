@@ -44,6 +44,26 @@ struct Avx2 {
     y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
     return _mm256_andnot_ps(under, y);
   }
+  // 2^x = 2^n * 2^f, n = round(x) by the 1.5 * 2^23 trick (the sum's low mantissa bits are
+  // n + 127, shifted straight into the exponent), f in [-1/2, 1/2], 2^f by its degree-7
+  // Taylor polynomial (truncation 5e-9, below float rounding). Below -126: exactly 0.
+  static V exp2(V x) {
+    const V lo = _mm256_set1_ps(-126.0f), magic = _mm256_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
+    const V under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    const V xc = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(127.0f));
+    const V a = _mm256_add_ps(xc, magic);
+    const V f = _mm256_sub_ps(xc, _mm256_sub_ps(a, magic));
+    V y = _mm256_set1_ps(1.5252733804059841e-5f);
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.5403530393381606e-4f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.3333558146428443e-3f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(9.6181291076284772e-3f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(5.5504108664821580e-2f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(2.4022650695910071e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(6.9314718055994531e-1f));
+    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.0f));
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(a), 23)));
+    return _mm256_andnot_ps(under, y);
+  }
 };
 
 }  // namespace

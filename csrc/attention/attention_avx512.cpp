@@ -1,6 +1,9 @@
 // AVX-512 instantiation of attention_impl.h: 16-lane vectors, the 12 x 32 GEMM micro-kernel
 // (a query panel is two zmm registers wide). Structurally identical to attention_avx2.cpp.
 #if defined(FASTLAYERS_X86)
+// GCC 12 flags its own _mm512_* intrinsics (max, min, slli, cvtps, roundscale) as "maybe
+// uninitialized" at -O3 (GCC bug 105593, fixed in 13): a false positive in the header.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include "attention/attention_impl.h"
@@ -42,6 +45,26 @@ struct Avx512 {
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(xc, xc), _mm512_add_ps(xc, _mm512_set1_ps(1.0f)));
     const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return _mm512_mask_blend_ps(under, y, _mm512_setzero_ps());
+  }
+  // 2^x = 2^n * 2^f, n = round(x) by the 1.5 * 2^23 trick (the sum's low mantissa bits are
+  // n + 127, shifted straight into the exponent), f in [-1/2, 1/2], 2^f by its degree-7
+  // Taylor polynomial (truncation 5e-9, below float rounding). Below -126: exactly 0.
+  static V exp2(V x) {
+    const V lo = _mm512_set1_ps(-126.0f), magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
+    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    const V xc = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(127.0f));
+    const V a = _mm512_add_ps(xc, magic);
+    const V f = _mm512_sub_ps(xc, _mm512_sub_ps(a, magic));
+    V y = _mm512_set1_ps(1.5252733804059841e-5f);
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.5403530393381606e-4f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3333558146428443e-3f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(9.6181291076284772e-3f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.5504108664821580e-2f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.4022650695910071e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(6.9314718055994531e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(a), 23)));
     return _mm512_mask_blend_ps(under, y, _mm512_setzero_ps());
   }
 };

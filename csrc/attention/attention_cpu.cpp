@@ -25,6 +25,7 @@ struct Generic {
   static V max(V a, V b) { return a > b ? a : b; }
   static V select_gt(V a, V b, V x, V y) { return a > b ? x : y; }
   static V exp(V x) { return x < -87.3f ? 0.0f : std::exp(x); }  // same underflow as the SIMD exp
+  static V exp2(V x) { return x < -126.0f ? 0.0f : std::exp2(x); }
 };
 
 }  // namespace

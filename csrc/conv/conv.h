@@ -32,6 +32,9 @@ void check_conv_params(const ConvParams& p);
 // y = conv(x, w) + bias[k] (bias may be null).
 void conv2d_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
 
+// Whether conv2d_forward takes the direct (stride 1, no im2col) kernel for these sizes.
+bool conv2d_forward_is_direct(const ConvParams& p);
+
 // gx = conv^T(gy, w) (+ bias[c] when bias is not null: the transposed convolution's bias).
 void conv2d_backward_data(const ConvParams& p, const float* gy, const float* w, const float* bias, float* gx);
 

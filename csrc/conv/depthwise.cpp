@@ -23,6 +23,8 @@ namespace fl {
   void dw_backward_data_plane(const ConvParams& p, const float* gy, const float* w, index_t mult,      \
                               float bias, float* gx);                                                  \
   void dw_backward_weight_plane(const ConvParams& p, const float* gy, const float* x, double* acc);    \
+  void dw_backward_weight_plane_padded(const ConvParams& p, index_t hp, index_t wp, const float* gy,   \
+                                       const float* xin, double* acc, float* xp, float* gyp);          \
   }
 #if defined(FASTLAYERS_X86)
 FL_DECLARE_DW(dw_avx2)
@@ -37,19 +39,23 @@ struct DwKernels {
   decltype(&dw_generic::dw_forward_plane_padded) forward_padded;
   decltype(&dw_generic::dw_backward_data_plane) backward_data;
   decltype(&dw_generic::dw_backward_weight_plane) backward_weight;
+  decltype(&dw_generic::dw_backward_weight_plane_padded) backward_weight_padded;
 };
 
 DwKernels kernels() {
 #if defined(FASTLAYERS_X86)
   switch (active_isa()) {
     case Isa::avx512:
-      return {dw_avx512::dw_forward_plane, dw_avx512::dw_forward_plane_padded, dw_avx512::dw_backward_data_plane, dw_avx512::dw_backward_weight_plane};
+      return {dw_avx512::dw_forward_plane, dw_avx512::dw_forward_plane_padded, dw_avx512::dw_backward_data_plane, dw_avx512::dw_backward_weight_plane,
+              dw_avx512::dw_backward_weight_plane_padded};
     case Isa::avx2:
-      return {dw_avx2::dw_forward_plane, dw_avx2::dw_forward_plane_padded, dw_avx2::dw_backward_data_plane, dw_avx2::dw_backward_weight_plane};
+      return {dw_avx2::dw_forward_plane, dw_avx2::dw_forward_plane_padded, dw_avx2::dw_backward_data_plane, dw_avx2::dw_backward_weight_plane,
+              dw_avx2::dw_backward_weight_plane_padded};
     default: break;
   }
 #endif
-  return {dw_generic::dw_forward_plane, dw_generic::dw_forward_plane_padded, dw_generic::dw_backward_data_plane, dw_generic::dw_backward_weight_plane};
+  return {dw_generic::dw_forward_plane, dw_generic::dw_forward_plane_padded, dw_generic::dw_backward_data_plane, dw_generic::dw_backward_weight_plane,
+              dw_generic::dw_backward_weight_plane_padded};
 }
 
 }  // namespace
@@ -102,13 +108,30 @@ void backward_data(const ConvParams& p, const float* gy, const float* w, const f
 void backward_weight(const ConvParams& p, const float* gy, const float* x, float* gw) {
   const DwKernels kern = kernels();
   const index_t mult = p.k / p.c, hw = p.h * p.w, ohw = p.oh * p.ow, taps = p.kh * p.kw;
+  const bool padded = p.sh == 1 && p.sw == 1;
+  const index_t hp = std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
+  const index_t wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  const index_t each = taps + (padded ? hp * wp + 8 + p.oh * wp + 8 : 0);
+  const int nt = num_threads();
+  // Per-thread scratch (double accumulators + padded planes), allocated before the region.
+  std::vector<double> acc_all(static_cast<size_t>(taps * nt));
+  std::vector<float> scratch(static_cast<size_t>(padded ? each * nt : 1));
   parallel_for(p.k, std::max<index_t>(1, (index_t{1} << 16) / std::max<index_t>(1, p.n * ohw * taps)),
                [&](index_t b, index_t e) {
-                 std::vector<double> acc(static_cast<size_t>(taps));
+                 const int tid = std::min(omp_get_thread_num(), nt - 1);
+                 double* acc = acc_all.data() + tid * taps;
+                 float* xp = scratch.data() + (padded ? tid * each : 0);
+                 float* gyp = xp + hp * wp + 8;
                  for (index_t k = b; k < e; ++k) {
-                   std::fill(acc.begin(), acc.end(), 0.0);
-                   for (index_t n = 0; n < p.n; ++n)
-                     kern.backward_weight(p, gy + (n * p.k + k) * ohw, x + (n * p.c + k / mult) * hw, acc.data());
+                   std::fill(acc, acc + taps, 0.0);
+                   for (index_t n = 0; n < p.n; ++n) {
+                     const float* g = gy + (n * p.k + k) * ohw;
+                     const float* xin = x + (n * p.c + k / mult) * hw;
+                     if (padded)
+                       kern.backward_weight_padded(p, hp, wp, g, xin, acc, xp, gyp);
+                     else
+                       kern.backward_weight(p, g, xin, acc);
+                   }
                    for (index_t t = 0; t < taps; ++t) gw[k * taps + t] = static_cast<float>(acc[t]);
                  }
                });

@@ -1,13 +1,17 @@
 // The portable GEMM framework: cache blocking, packing and threading (BLIS's five loops).
 //
 //   for jc in N step nc          B block kc x nc lives in L3, packed once per (jc, pc)
-//     for pc in K step kc        by the whole team, in NR-wide micro-panels
+//     for pc in K step kc        (equal k blocks) by the team, in NR-wide micro-panels
 //       for ic in M step mc      each thread packs its own mc x kc A block (L2)
 //         for jr in nc step NR   the B micro-panel stays in L1 across the ir loop
 //           for ir in mc step MR micro-kernel: MR x NR tile in registers
 //
-// The epilogue (bias + activation) runs on each tile right after its last kc block, while
-// the tile is still in L1, so linear(..., activation) costs no extra pass over C.
+// Threads form a tm x tn grid over C (choose_grid). Variants chosen per call, each measured:
+// A read in place (small/narrow problems), B panels packed per thread just before use (small
+// or transposed B, narrow n), per-thread B blocks without barriers (column splits), and a
+// streaming kernel for M <= 4 (GEMV-like). The epilogue (bias + activation) is applied in the
+// micro-kernel's registers on the last kc block, so linear(..., activation) costs no extra
+// pass over C.
 #include <omp.h>
 
 #include <algorithm>
@@ -117,22 +121,25 @@ index_t split_at(index_t n, int parts, int i, index_t align) {
   return std::min(n, ceil_div(n, align) * i / parts * align);
 }
 
-// Threads as a tm x tn grid over C: the split whose largest share (in whole tiles) is
-// smallest; ties go to splitting rows, which keeps each thread's B panels shared and A
-// packed once (a column split packs the same A block in every thread of a row).
+// Threads as a tm x tn grid over C, by a cost in cycles: the largest share of tile-padded
+// multiply-adds (16 per cycle) plus the operand traffic each split duplicates (a column
+// split makes every thread of a row read/pack all of A, a row split all of B; ~0.3 cycle
+// per element). With tm == 1 each thread packs only its own B panels: no barriers at all.
 struct Grid {
   int tm, tn;
 };
-Grid choose_grid(index_t m, index_t n, int nt, int mr, int nr) {
+Grid choose_grid(index_t m, index_t n, index_t k, int nt, int mr, int nr) {
   Grid best{nt, 1};
-  index_t best_cost = -1;
-  for (int tm = nt; tm >= 1; --tm) {
+  double best_cost = -1.0;
+  for (int tm = 1; tm <= nt; ++tm) {
     if (nt % tm) continue;
     const int tn = nt / tm;
-    const index_t cost = ceil_div(ceil_div(m, mr), tm) * mr * (ceil_div(ceil_div(n, nr), tn) * nr);
-    if (best_cost < 0 || cost < best_cost) {
+    const double share = static_cast<double>(ceil_div(ceil_div(m, mr), tm) * mr) *
+                         static_cast<double>(ceil_div(ceil_div(n, nr), tn) * nr) * static_cast<double>(k) / 16.0;
+    const double traffic = 0.3 * (static_cast<double>(m) * k * tn + static_cast<double>(k) * n * tm) / nt;
+    if (best_cost < 0 || share + traffic < best_cost) {
       best = {tm, tn};
-      best_cost = cost;
+      best_cost = share + traffic;
     }
   }
   return best;
@@ -147,97 +154,112 @@ constexpr index_t kDirectACols = 64;
 constexpr index_t kDirectABytes = index_t{384} << 10;
 constexpr index_t kJitBBytes = index_t{512} << 10;
 
-void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
+// Thread t of T: its tile of the grid (see gemm_blocked).
+void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index_t nc_max, bool any_epi, int t, int T) {
   const int MR = uk.mr, NR = uk.nr;
-  const index_t KC = uk.kc, NC = round_up(uk.nc, NR);
-  const index_t nc_max = std::min<index_t>(NC, round_up(p.n, NR));
-  const bool any_epi = p.row_bias || p.col_bias || p.act != Activation::none;
-  // Two B blocks: block i is packed while slow threads may still compute on block i-1, so one
-  // barrier per (jc, pc) step suffices (packing i+1 reuses buffer i-1 only after every thread
-  // passed barrier i, i.e. finished computing on i-1).
-  float* b_pack = thread_scratch_b(2 * KC * nc_max);
-
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const int T = omp_get_num_threads(), t = omp_get_thread_num();
-    const Grid g = choose_grid(p.m, p.n, T, MR, NR);
-    const int ti = t / g.tn, tj = t % g.tn;
-    const index_t r0 = split_at(p.m, g.tm, ti, MR), r1 = split_at(p.m, g.tm, ti + 1, MR);
-    const index_t c0 = split_at(p.n, g.tn, tj, NR), c1 = split_at(p.n, g.tn, tj + 1, NR);
-    const index_t rows_max = ceil_div(ceil_div(p.m, MR), g.tm) * MR;
-    const index_t cols_max = ceil_div(ceil_div(p.n, NR), g.tn) * NR;
-    const bool direct_a =
-        cols_max <= kDirectACols || rows_max * p.k * static_cast<index_t>(sizeof(float)) <= kDirectABytes;
-    const index_t MC = round_up(std::min<index_t>(uk.mc, rows_max), MR);
-    // Small problems (one A block per thread, all of B within L2): each thread packs each of
-    // its B panels right before use into an L1 buffer; no shared B block, no barriers
-    // (128^3: +4%). Not for B beyond L2: a lone panel is read 64 bytes per row at a stride
-    // of n, which DRAM and L3 serve poorly (32 x 2048 x 512: -10%), unlike pack_b_rows.
-    const bool jit_b = rows_max <= uk.mc && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kJitBBytes;
-    float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
-    float* b_local = a_pack + MC * KC + 8;
-    auto pack_panel = [&](index_t pc, index_t kc, index_t j0, int cols, float* dst) {
-      const float* src = p.b + pc * p.b_rs + j0 * p.b_cs;
-      if (uk.pack_b) {
-        uk.pack_b(src, p.b_rs, p.b_cs, kc, cols, dst);
-      } else {
-        pack_b_panel(src, p.b_rs, p.b_cs, kc, cols, NR, dst);
-      }
-    };
-    int step = 0;
-    for (index_t jc = 0; jc < p.n; jc += NC) {
-      const index_t nc = std::min(NC, p.n - jc);
-      const index_t jr_panels = ceil_div(nc, NR);
-      for (index_t pc = 0; pc < p.k; pc += KC) {
-        const index_t kc = std::min(KC, p.k - pc);
-        const bool last_k = pc + kc == p.k;
-        const float beta = pc == 0 ? p.beta : 1.0f;
-        float* bbuf = b_pack + (step++ & 1) * KC * nc_max;
-        if (!jit_b) {
-          const index_t jp0 = jr_panels * t / T, jp1 = jr_panels * (t + 1) / T;
-          index_t jp = jp0;
-          if (uk.pack_b_rows && p.b_cs == 1) {
-            const index_t full = std::min(jp1, nc / NR) - jp0;  // whole panels in this share
-            if (full > 0) uk.pack_b_rows(p.b + pc * p.b_rs + jc + jp0 * NR, p.b_rs, kc, full, bbuf + jp0 * kc * NR);
-            jp += std::max<index_t>(full, 0);
-          }
-          for (; jp < jp1; ++jp)
-            pack_panel(pc, kc, jc + jp * NR, static_cast<int>(std::min<index_t>(NR, nc - jp * NR)), bbuf + jp * kc * NR);
+  // k split into equal blocks of at most uk.kc: k = 257 ran a whole second pass over C with
+  // kc = 1 (513 x 1025 x 257: 0.90x -> 1.02x NumPy with 129 + 128).
+  const index_t KC = ceil_div(p.k, ceil_div(p.k, uk.kc)), NC = round_up(uk.nc, NR);
+  const Grid g = choose_grid(p.m, p.n, p.k, T, MR, NR);
+  const int ti = t / g.tn, tj = t % g.tn;
+  const index_t r0 = split_at(p.m, g.tm, ti, MR), r1 = split_at(p.m, g.tm, ti + 1, MR);
+  const index_t c0 = split_at(p.n, g.tn, tj, NR), c1 = split_at(p.n, g.tn, tj + 1, NR);
+  const index_t rows_max = ceil_div(ceil_div(p.m, MR), g.tm) * MR;
+  const index_t cols_max = ceil_div(ceil_div(p.n, NR), g.tn) * NR;
+  const bool direct_a =
+      cols_max <= kDirectACols || rows_max * p.k * static_cast<index_t>(sizeof(float)) <= kDirectABytes;
+  const index_t MC = round_up(std::min<index_t>(uk.mc, rows_max), MR);
+  // Each thread packs each of its B panels right before use into an L1 buffer (no shared B
+  // block, no barriers) for small problems (one A block per thread, all of B within L2:
+  // 128^3 +4%) and for narrow B (n <= 64: a panel's rows are then at most 256 bytes apart,
+  // read densely; 4096 x 64 x 4096 needs no barrier). Not for wide B beyond L2: a lone
+  // panel is read 64 bytes per row at a stride of n, which DRAM and L3 serve poorly
+  // (32 x 2048 x 512: -10%), unlike pack_b_rows over whole rows.
+  // Likewise for a transposed B (b_rs == 1, e.g. linear's weight.T) feeding one A block:
+  // its panel is 16 contiguous runs of kc floats, and packing it next to the compute lets
+  // the weight stream from DRAM under the FMAs (linear 32 x 4096 -> 4096: +7%).
+  const bool jit_b = (rows_max <= uk.mc && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kJitBBytes) ||
+                     (rows_max <= uk.mc && p.b_rs == 1) || p.n <= kDirectACols;
+  const bool own_b = g.tm == 1;  // each thread uses only its own B columns
+  float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
+  float* b_local = a_pack + MC * KC + 8;
+  // own_b: this thread's B panels of one (jc, pc) block, in a buffer of its own.
+  float* own_buf = own_b && !jit_b ? thread_scratch_b(KC * std::min(round_up(uk.nc, NR), round_up(c1 - c0, NR)))
+                                   : nullptr;
+  auto pack_panel = [&](index_t pc, index_t kc, index_t j0, int cols, float* dst) {
+    const float* src = p.b + pc * p.b_rs + j0 * p.b_cs;
+    if (uk.pack_b) {
+      uk.pack_b(src, p.b_rs, p.b_cs, kc, cols, dst);
+    } else {
+      pack_b_panel(src, p.b_rs, p.b_cs, kc, cols, NR, dst);
+    }
+  };
+  int step = 0;
+  for (index_t jc = 0; jc < p.n; jc += NC) {
+    const index_t nc = std::min(NC, p.n - jc);
+    const index_t jr_panels = ceil_div(nc, NR);
+    for (index_t pc = 0; pc < p.k; pc += KC) {
+      const index_t kc = std::min(KC, p.k - pc);
+      const bool last_k = pc + kc == p.k;
+      const float beta = pc == 0 ? p.beta : 1.0f;
+      // The packed B block: panel of column j starts at blk + (j - blk_j0) * kc.
+      float* blk = b_pack + (step++ & 1) * KC * nc_max;
+      index_t blk_j0 = jc;
+      if (!jit_b) {
+        // Team packing: a share of the block each, then a barrier. own_b: this thread's columns
+        // into its own buffer (threads drift apart without barriers, so no shared buffer).
+        index_t jp0 = jr_panels * t / T, jp1 = jr_panels * (t + 1) / T;
+        if (own_b) {
+          jp0 = std::min(jr_panels, (std::max(c0, jc) - jc) / NR);
+          jp1 = std::max(jp0, ceil_div(std::max(std::min(c1, jc + nc) - jc, index_t{0}), NR));
+          blk = own_buf;  // panel jp0 first
+          blk_j0 = jc + jp0 * NR;
+        }
+        auto dst = [&](index_t jp) { return blk + (jc + jp * NR - blk_j0) * kc; };
+        index_t jp = jp0;
+        if (uk.pack_b_rows && p.b_cs == 1) {
+          const index_t full = std::min(jp1, nc / NR) - jp0;  // whole panels in this share
+          if (full > 0) uk.pack_b_rows(p.b + pc * p.b_rs + jc + jp0 * NR, p.b_rs, kc, full, dst(jp0));
+          jp += std::max<index_t>(full, 0);
+        }
+        for (; jp < jp1; ++jp)
+          pack_panel(pc, kc, jc + jp * NR, static_cast<int>(std::min<index_t>(NR, nc - jp * NR)), dst(jp));
+        if (!own_b && T > 1) {  // (T == 1 always has own_b: never a barrier outside a team)
 #pragma omp barrier
         }
-        const index_t j_lo = std::max(c0, jc), j_hi = std::min(c1, jc + nc);
-        if (j_lo >= j_hi || r0 >= r1) continue;
-        for (index_t ic = r0; ic < r1; ic += MC) {
-          const index_t mc = std::min(MC, r1 - ic);
-          const float* a_blk = p.a + ic * p.a_rs + pc * p.a_cs;
-          if (!direct_a) {
-            if (uk.pack_a) {
-              uk.pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, a_pack);
-            } else {
-              pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, MR, a_pack);
-            }
+      }
+      const index_t j_lo = std::max(c0, jc), j_hi = std::min(c1, jc + nc);
+      if (j_lo >= j_hi || r0 >= r1) continue;
+      for (index_t ic = r0; ic < r1; ic += MC) {
+        const index_t mc = std::min(MC, r1 - ic);
+        const float* a_blk = p.a + ic * p.a_rs + pc * p.a_cs;
+        if (!direct_a) {
+          if (uk.pack_a) {
+            uk.pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, a_pack);
+          } else {
+            pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, MR, a_pack);
           }
-          for (index_t j0 = j_lo; j0 < j_hi; j0 += NR) {
-            const int nr = static_cast<int>(std::min<index_t>(NR, j_hi - j0));
-            const float* bp = bbuf + (j0 - jc) * kc;
-            if (jit_b) {
-              pack_panel(pc, kc, j0, nr, b_local);
-              bp = b_local;
-            }
-            const index_t ldb = NR;
-            for (index_t i0 = 0; i0 < mc; i0 += MR) {
-              const int mr = static_cast<int>(std::min<index_t>(MR, mc - i0));
-              float* ct = p.c + (ic + i0) * p.ldc + j0;
-              const TileEpilogue e{p.row_bias ? p.row_bias + ic + i0 : nullptr, p.col_bias ? p.col_bias + j0 : nullptr,
-                                   p.act};
-              const int fi = last_k && any_epi ? 1 + static_cast<int>(p.act) : 0;
-              const TileEpilogue* ep = fi ? &e : nullptr;
-              if (direct_a) {
-                uk.fn_ex_strided[fi](kc, a_blk + i0 * p.a_rs, p.a_rs, p.a_cs, bp, ldb, ct, p.ldc, p.alpha, beta, mr, nr,
-                                 ep);
-              } else {
-                uk.fn_ex[fi](kc, a_pack + i0 * kc, 1, MR, bp, ldb, ct, p.ldc, p.alpha, beta, mr, nr, ep);
-              }
+        }
+        for (index_t j0 = j_lo; j0 < j_hi; j0 += NR) {
+          const int nr = static_cast<int>(std::min<index_t>(NR, j_hi - j0));
+          const float* bp = blk + (j0 - blk_j0) * kc;
+          if (jit_b) {
+            pack_panel(pc, kc, j0, nr, b_local);
+            bp = b_local;
+          }
+          const index_t ldb = NR;
+          for (index_t i0 = 0; i0 < mc; i0 += MR) {
+            const int mr = static_cast<int>(std::min<index_t>(MR, mc - i0));
+            float* ct = p.c + (ic + i0) * p.ldc + j0;
+            const TileEpilogue e{p.row_bias ? p.row_bias + ic + i0 : nullptr, p.col_bias ? p.col_bias + j0 : nullptr,
+                                 p.act};
+            const int fi = last_k && any_epi ? 1 + static_cast<int>(p.act) : 0;
+            const TileEpilogue* ep = fi ? &e : nullptr;
+            if (direct_a) {
+              uk.fn_ex_strided[fi](kc, a_blk + i0 * p.a_rs, p.a_rs, p.a_cs, bp, ldb, ct, p.ldc, p.alpha, beta, mr, nr,
+                               ep);
+            } else {
+              uk.fn_ex[fi](kc, a_pack + i0 * kc, 1, MR, bp, ldb, ct, p.ldc, p.alpha, beta, mr, nr, ep);
             }
           }
         }
@@ -246,8 +268,25 @@ void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
   }
 }
 
+void gemm_blocked(const GemmParams& p, const Ukernel& uk, int nt) {
+  const int NR = uk.nr;
+  const index_t KC = uk.kc, NC = round_up(uk.nc, NR);
+  const index_t nc_max = std::min<index_t>(NC, round_up(p.n, NR));
+  const bool any_epi = p.row_bias || p.col_bias || p.act != Activation::none;
+  // Two B blocks: block i is packed while slow threads may still compute on block i-1, so one
+  // barrier per (jc, pc) step suffices (packing i+1 reuses buffer i-1 only after every thread
+  // passed barrier i, i.e. finished computing on i-1).
+  float* b_pack = thread_scratch_b(2 * KC * nc_max);
+
+  // One thread: no OpenMP region at all (~1 us a call, 5% of a 128 x 128 x 64 GEMM in a batch).
+  if (nt <= 1) return blocked_worker(p, uk, b_pack, nc_max, any_epi, 0, 1);
+#pragma omp parallel num_threads(nt)
+  blocked_worker(p, uk, b_pack, nc_max, any_epi, omp_get_thread_num(), omp_get_num_threads());
+}
+
 // M <= 4 rows: threads split the columns (in whole 64-byte lines), each streams its B slice.
 void gemm_small_m(const GemmParams& p, SmallMFn fn, int nt) {
+  if (nt <= 1) return fn(p, 0, p.n);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int T = omp_get_num_threads(), t = omp_get_thread_num();

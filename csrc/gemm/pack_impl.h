@@ -13,6 +13,10 @@
 
 namespace fl {
 namespace pack_detail {
+// Internal linkage: these non-template helpers are compiled once per ISA translation unit
+// with different -m flags; as inline functions with external linkage the linker could keep
+// the AVX-512 copy for the AVX2 kernels too (an illegal instruction on AVX2-only CPUs).
+namespace {
 
 // In-register 8 x 8 transpose: r[i] (row i) -> r[j] (column j).
 inline void transpose8(__m256 (&r)[8]) {
@@ -120,5 +124,6 @@ void pack_b_rows(const float* b, index_t rs, index_t kc, index_t panels, float* 
   }
 }
 
+}  // namespace
 }  // namespace pack_detail
 }  // namespace fl

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _random
 
-__all__ = ["fans", "uniform", "normal", "zeros", "ones", "kaiming_uniform", "xavier_uniform"]
+__all__ = ["fans", "uniform", "normal", "zeros", "ones", "kaiming_uniform", "xavier_uniform", "bias_uniform"]
 
 
 def fans(shape):
