@@ -77,6 +77,8 @@ def _medium_cases():
         "scaled_dot_product_attention": ((r(2, 2, 64, 16), r(2, 2, 80, 16), r(2, 2, 80, 16)), {"is_causal": True}),
         "cross_entropy": ((r(256, 40), np.arange(256) % 40), {}),
         "mse_loss": ((r(50_000), r(50_000)), {}),
+        "dropout": ((r(60_000),), {"p": 0.3, "seed": 7}),  # counter-based: same mask for any thread count
+        "embedding": ((np.arange(3000) % 500, r(500, 64)), {}),
     }
     return {k: v for k, v in cases.items() if _have(k)}
 
@@ -155,6 +157,7 @@ def _small_calls():
         ("scaled_dot_product_attention", (_rand(8, 1, 3, 4), _rand(9, 1, 5, 4), _rand(10, 1, 5, 4)), {}),
         ("lstm_cell", (_rand(11, 2, 3), _rand(12, 2, 4), _rand(13, 2, 4), _rand(14, 16, 3), _rand(15, 16, 4)), {}),
         ("relu_backward", (x, x), {}), ("softmax_backward", (a, a), {}),
+        ("dropout", (x,), {"p": 0.5, "seed": 3}), ("embedding", (np.array([[0, 2], [1, 1]]), a), {}),
     ]
     return [(getattr(fl, n), args, kw) for n, args, kw in calls if _have(n)]
 
@@ -267,7 +270,7 @@ def _with_timeout(fn, seconds=60):
     return box["value"]
 
 
-FORWARD = [n for n in sorted(tp.KERNELS) if not n.endswith("_backward")]
+FORWARD = [n for n in sorted(tp.KERNELS) if not n.endswith("_backward") and n not in tp.NO_REFERENCE]
 # Kernels that refuse non-finite input with a ValueError (as PyTorch does), with the reason.
 REFUSES_NONFINITE = {
     "binary_cross_entropy": "input must be a probability in [0, 1]; NaN/Inf is refused like PyTorch's check",

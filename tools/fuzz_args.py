@@ -207,10 +207,24 @@ def child(seed: int, count: int, replay: int | None = None) -> None:
 
 
 # ---- parent: batches in subprocesses ----------------------------------------------------------
+def child_env():
+    """Under ASan (tools/sanitize.sh) the child's reports go to its stderr, so that a refused
+    huge C++ allocation can be told from a real error."""
+    env = dict(os.environ)
+    if "ASAN_OPTIONS" in env:
+        env["ASAN_OPTIONS"] += ":log_path=stderr"
+    return env
+
+
+# Under ASan, a C++ `new` beyond max_allocation_size_mb aborts (operator new may not return
+# null) where a normal build throws std::bad_alloc -> MemoryError: not a crash.
+ASAN_OOM = ("allocation-size-too-big", "out-of-memory")
+
+
 def run_batch(seed, count, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--seed", str(seed), "--inputs", str(count)]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env())
         out, err, rc, hung = p.stdout, p.stderr, p.returncode, False
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -268,7 +282,9 @@ def main(argv=None):
             print("fuzz_args: a batch failed outside any input (harness or import error):", file=sys.stderr)
             print(err[-3000:], file=sys.stderr)
             return 2
-        if hung or rc != 0:
+        if not hung and rc != 0 and any(f"SUMMARY: AddressSanitizer: {m}" in err for m in ASAN_OOM):
+            outcomes["MemoryError(asan)"] += 1
+        elif hung or rc != 0:
             where = {"seed": seed, "index": last, "input": started.get(last, ("", "?"))[1],
                      "stderr": err[-1500:], "returncode": rc,
                      "replay": f"PYTHONPATH=python python tools/fuzz_args.py --seed {seed} --replay {last}"}
