@@ -34,6 +34,9 @@ import fastlayers as fl
 from fastlayers import reference as R
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# Under ASan (tools/sanitize.sh) freed memory sits in its quarantine (256 MiB) before reuse,
+# so RSS grows without a leak: only tracemalloc and refcounts are checked there.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
 def _have(*names):
@@ -186,7 +189,7 @@ def test_no_leak_small_calls(request):
         tracemalloc.stop()
     _report(request, f"leaks, 10^5 small calls over {len(calls)} kernels: RSS {rss0 / 2**20:.1f} -> "
                      f"{rss1 / 2**20:.1f} MiB, tracemalloc {traced0 / 1024:.0f} -> {traced1 / 1024:.0f} KiB")
-    assert rss1 - rss0 < RSS_SMALL_BOUND, f"RSS grew by {(rss1 - rss0) / 2**20:.1f} MiB"
+    assert UNDER_ASAN or rss1 - rss0 < RSS_SMALL_BOUND, f"RSS grew by {(rss1 - rss0) / 2**20:.1f} MiB"
     assert traced1 - traced0 < TRACED_SMALL_BOUND, f"traced memory grew by {(traced1 - traced0) / 1024:.0f} KiB"
 
 
@@ -213,7 +216,7 @@ def test_no_leak_large_calls(request):
         tracemalloc.stop()
     _report(request, f"leaks, 10^2 large calls over {len(calls)} kernels: RSS {rss0 / 2**20:.1f} -> "
                      f"{rss1 / 2**20:.1f} MiB, tracemalloc {traced0 / 2**20:.1f} -> {traced1 / 2**20:.1f} MiB")
-    assert rss1 - rss0 < RSS_LARGE_BOUND, f"RSS grew by {(rss1 - rss0) / 2**20:.1f} MiB"
+    assert UNDER_ASAN or rss1 - rss0 < RSS_LARGE_BOUND, f"RSS grew by {(rss1 - rss0) / 2**20:.1f} MiB"
     assert traced1 - traced0 < 1 << 20, f"traced memory grew by {(traced1 - traced0) / 2**20:.1f} MiB"
 
 

@@ -62,7 +62,9 @@ python -c "import fastlayers, sys; f = fastlayers._core.__file__; print('module:
 
 t1=$SECONDS
 set +e
-python -m pytest -p no:cacheprovider -q "${@:-tests}" 2>&1 | tee "$log"
+# --capture=sys: leave fd 2 alone, so a UBSan report (which ends the process) reaches the log
+# instead of dying with pytest's captured output.
+python -m pytest -p no:cacheprovider --capture=sys -q "${@:-tests}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 run_s=$((SECONDS - t1))
