@@ -28,7 +28,9 @@ inline index_t min_i(index_t a, index_t b) { return a < b ? a : b; }
 // polynomial (relative error ~2e-7, 1-2 ulp), times 2^n built in the exponent bits. x below
 // -87.3 gives 0 (exp(-inf) = 0 for masked logits), above 88.7 gives +inf, NaN stays NaN.
 inline float exp_poly(float x) {
-  const float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  // NaN fails both comparisons and is clamped to -87.3 here (restored below): a NaN cast to
+  // int32 would make the exponent shift undefined (UBSan).
+  const float xc = x >= -87.3f ? (x <= 88.7f ? x : 88.7f) : -87.3f;
   const float t = xc * 1.44269504088896341f + 12582912.0f;  // round to nearest via 1.5 * 2^23
   const float n = t - 12582912.0f;
   float r = xc - n * 0.693359375f;
