@@ -34,8 +34,18 @@ class Case:
     extra: dict = dataclasses.field(default_factory=dict)
 
 
+SETTLE_SECONDS = 0.3
+
+
 def time_best(fn, min_time=0.2, repeat=5, max_calls=200) -> float:
-    """Best seconds per call: `repeat` rounds, each long enough to be measurable."""
+    """Best seconds per call: `repeat` rounds, each long enough to be measurable.
+
+    It first sleeps SETTLE_SECONDS: thread pools spin after a call (OpenBLAS's workers
+    busy-wait ~0.1 s by default, libgomp's and torch's shorter), and a peer timed right after
+    another library ran would share the two cores with those spinning threads. Measured here:
+    without the pause fastlayers' 128^3 GEMM timed right after NumPy's check call took 47 us,
+    with it 27 us (NumPy: 32 us either way)."""
+    time.sleep(SETTLE_SECONDS)
     fn()  # warm-up (page faults, thread pools, caches)
     t0 = time.perf_counter()
     fn()
