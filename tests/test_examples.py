@@ -48,7 +48,6 @@ DIGITS = [("mlp_digits", 0.85), ("cnn_digits", 0.90), ("resnet_digits", 0.85), (
 
 @pytest.mark.parametrize("name,bar", DIGITS)
 def test_digit_classifiers(name, bar, capsys):
-    pytest.importorskip("sklearn")
     acc = run(name)
     assert "test accuracy" in capsys.readouterr().out
     assert acc >= bar, f"{name}: quick-mode test accuracy {acc:.3f} < {bar}"
@@ -70,12 +69,10 @@ def test_gan_mixture():
 
 
 def test_autoencoder():
-    pytest.importorskip("sklearn")
     assert run("autoencoder_digits")["ratio"] < 0.6
 
 
 def test_train_demo(capsys):
-    pytest.importorskip("sklearn")
     from fastlayers import __main__ as cli
 
     assert cli.main(["train-demo", "--epochs", "1", "--no-progress"]) == 0
