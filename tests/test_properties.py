@@ -221,7 +221,7 @@ def _conv2d(g):
     cin, cout = groups * g.int(1, 2), groups * g.int(1, 2)
     kh, kw = g.int(1, 3), g.int(1, 3)
     stride, dilation = _pair_or_int(g, 1, 3), _pair_or_int(g, 1, 2)
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    dh, dw = _pair(dilation)
     if g.int(0, 3) == 0:
         padding = g.choice(["valid", "same"] if stride in (1, (1, 1)) else ["valid"])
     else:

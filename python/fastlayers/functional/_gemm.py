@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core, _cuda
-from .._arrays import F32, F32_F16_BF16, backend, check_array, empty
+from .._arrays import F32, F32_F16_BF16, backend, check_array
 from ._activations import _check_same_shape, gelu_backward, relu_backward, sigmoid_backward, tanh_backward
 
 __all__ = ["gemm", "matmul", "linear", "gemm_backward", "matmul_backward", "linear_backward"]
