@@ -406,3 +406,16 @@ def test_lstm_gates_saturate_cleanly():
     wi = [(np.ones((4 * H, I), np.float32), np.zeros((4 * H, H), np.float32), None, None)]
     out, (h, c) = fl.lstm(xi, wi)
     assert not np.isnan(out).any() and not np.isnan(c).any()
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63), (1, 2**64), 2**62])
+@pytest.mark.parametrize("call", ["conv2d", "max_pool2d", "avg_pool2d", "conv_transpose2d"])
+def test_integer_arguments_beyond_int64_are_value_errors(call, value):
+    """pybind11 would answer such ints with "incompatible function arguments"; the argument's
+    name must be in the error instead."""
+    x = np.ones((1, 1, 5, 5), np.float32)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    fn = getattr(fl, call)
+    args = (x, w) if "conv" in call else (x, 3)
+    with pytest.raises(ValueError, match=r"stride: .*out of range"):
+        fn(*args, stride=value)

@@ -130,7 +130,7 @@ def pair(v, name: str) -> tuple[int, int]:
     if isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
     if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
+        return _bounded(int(v), name), _bounded(int(v), name)
     try:
         a, b = v
     except (TypeError, ValueError):
@@ -138,7 +138,18 @@ def pair(v, name: str) -> tuple[int, int]:
     for e in (a, b):
         if isinstance(e, (bool, np.bool_)) or not isinstance(e, (int, np.integer)):
             raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
-    return int(a), int(b)
+    return _bounded(int(a), name), _bounded(int(b), name)
+
+
+# Sizes beyond 2**62 cannot be array extents on any machine, and the C++ kernels take int64:
+# refuse them here with the argument's name instead of pybind11's "incompatible arguments".
+_INT_LIMIT = 1 << 62
+
+
+def _bounded(v: int, name: str) -> int:
+    if not -_INT_LIMIT < v < _INT_LIMIT:
+        raise ValueError(f"{name}: {v} is out of range (|value| must be below 2**62)")
+    return v
 
 
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
