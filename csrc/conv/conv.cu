@@ -1,0 +1,451 @@
+// CUDA convolution: implicit GEMM for every pass (conv_igemm.cuh: the loaders and epilogues),
+// direct kernels for depthwise, a per-channel reduction for the bias gradient. Contract in
+// conv_cuda.h.
+//
+// Implicit GEMM engine (igemm_kernel): gemm.cu's float32 tile - 128x128x8 block tile, 256
+// threads, 8x8 results per thread split 4+4 in each direction so every shared read is a
+// float4, two shared buffers, the next k-tile's global loads in flight while the current one
+// is multiplied (one barrier per k-tile). The operands are never materialised: each thread
+// gathers its 4 elements of A and B straight from NCHW memory with the index state it set
+// up once (the 4 output pixels it loads for, or the weight column it loads for), so a k-tile
+// costs it 2 fast divisions and 8 predicated loads against 512 FMAs.
+//   forward      M = K/groups (output channels), N = n*OH*OW, K = C/groups*R*S
+//   backward x   M = C/groups, N = n*H*W, K = K/groups*R*S (stride > 1: the taps that do not
+//                land on an output are zeros of the gather; wasted FMAs, not wrong ones)
+//   backward w   M = K/groups, N = C/groups*R*S, K = n*OH*OW split over gridDim.z into slices
+//                accumulated with atomicAdd (order of the partial sums is not deterministic)
+// Groups go over gridDim.y.
+//
+// Depthwise (groups == C, one input channel per group, K = mult*C): one thread per output
+// (forward), per input element (data gradient: a gather, no atomics), and a block per
+// (output channel, batch slice) accumulating the R*S taps in registers (weight gradient).
+// 3x3 depthwise is memory bound: ~9 L1-hitting loads and 9 FMAs per output.
+#include <algorithm>
+#include <cstdint>
+
+#include "conv/conv_cuda.h"
+#include "conv/conv_igemm.cuh"
+#include "core/cuda_check.cuh"
+#include "core/cuda_math.cuh"
+
+namespace fl {
+namespace cuda {
+namespace {
+
+using igemm::kBK;
+using igemm::kBM;
+using igemm::kBN;
+using igemm::kThreads;
+constexpr int kPad = 4;  // shared rows 132 floats: the transposed stores of kq and kq+4 land 16 banks apart
+
+template <class Op>
+__global__ void __launch_bounds__(kThreads, 2) igemm_kernel(const igemm::Params p) {
+  __shared__ __align__(16) float As[2][kBK][kBM + kPad];
+  __shared__ __align__(16) float Bs[2][kBK][kBN + kPad];
+  int tm, tn;
+  igemm::tile_coords(int(blockIdx.x), p.tiles_m, p.tiles_n, tm, tn);
+  const int group = int(blockIdx.y), split = int(blockIdx.z);
+  const int m0 = tm * kBM, n0 = tn * kBN;
+  const int tid = int(threadIdx.x);
+  const Op op(p, tid, m0, n0, group, split);
+
+  const int l_row = tid >> 1, l_kq = (tid & 1) * 4;  // k-contiguous role
+  const int l_kk = tid >> 5, l_cq = (tid & 31) * 4;  // m/n-contiguous role
+  float ra[4], rb[4];
+  auto store_a = [&](int buf) {
+    if (Op::A_KCONTIG) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) As[buf][l_kq + j][l_row] = ra[j];
+    } else {
+      *reinterpret_cast<float4*>(&As[buf][l_kk][l_cq]) = make_float4(ra[0], ra[1], ra[2], ra[3]);
+    }
+  };
+  auto store_b = [&](int buf) {
+    if (Op::B_KCONTIG) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) Bs[buf][l_kq + j][l_row] = rb[j];
+    } else {
+      *reinterpret_cast<float4*>(&Bs[buf][l_kk][l_cq]) = make_float4(rb[0], rb[1], rb[2], rb[3]);
+    }
+  };
+
+  const int tx = tid & 15, ty = tid >> 4;
+  float acc[8][8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+
+  const int ktiles = (op.kend - op.kbegin + kBK - 1) / kBK;
+  if (ktiles > 0) {
+    op.load_a(p, op.kbegin, ra);
+    op.load_b(p, op.kbegin, rb);
+    store_a(0);
+    store_b(0);
+    __syncthreads();
+    for (int kt = 0; kt < ktiles; ++kt) {
+      const int buf = kt & 1;
+      const bool more = kt + 1 < ktiles;
+      if (more) {
+        const int k1 = op.kbegin + (kt + 1) * kBK;
+        op.load_a(p, k1, ra);
+        op.load_b(p, k1, rb);
+      }
+#pragma unroll
+      for (int kk = 0; kk < kBK; ++kk) {
+        const float4 a0 = *reinterpret_cast<const float4*>(&As[buf][kk][ty * 4]);
+        const float4 a1 = *reinterpret_cast<const float4*>(&As[buf][kk][64 + ty * 4]);
+        const float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][kk][tx * 4]);
+        const float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][kk][64 + tx * 4]);
+        const float af[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const float bf[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(af[i], bf[j], acc[i][j]);
+      }
+      if (more) {
+        store_a(buf ^ 1);
+        store_b(buf ^ 1);
+      }
+      __syncthreads();
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float v[4] = {acc[i][h * 4], acc[i][h * 4 + 1], acc[i][h * 4 + 2], acc[i][h * 4 + 3]};
+      op.store(p, group, row, n0 + h * 64 + tx * 4, v);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Depthwise. Flat 32-bit element indices (the host checks the tensors are < 2^31 elements),
+// decomposed with FastDiv.
+struct DwParams {
+  const float* x;
+  const float* w;
+  const float* bias;
+  float* y;
+  int n, C, H, W, K, OH, OW, R, S, sh, sw, ph, pw, dh, dw, mult;
+  igemm::FastDiv div_ow, div_ohw, div_k, div_w, div_hw, div_c, div_mult, div_sh, div_sw;
+};
+
+__global__ void __launch_bounds__(256) dw_forward_kernel(const DwParams p) {
+  const int total = p.n * p.K * p.OH * p.OW;
+  for (int e = int(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += int(gridDim.x * blockDim.x)) {
+    int plane, pix, oy, ox, img, k;
+    p.div_ohw.divmod(e, plane, pix);
+    p.div_ow.divmod(pix, oy, ox);
+    p.div_k.divmod(plane, img, k);
+    const int c = p.div_mult.div(k);
+    const float* xp = p.x + (int64_t(img) * p.C + c) * p.H * p.W;
+    const float* wp = p.w + int64_t(k) * p.R * p.S;
+    const int iy0 = oy * p.sh - p.ph, ix0 = ox * p.sw - p.pw;
+    float acc = p.bias ? __ldg(p.bias + k) : 0.0f;
+    for (int r = 0; r < p.R; ++r) {
+      const int iy = iy0 + r * p.dh;
+      if (unsigned(iy) >= unsigned(p.H)) continue;
+      const float* row = xp + iy * p.W;
+      for (int s = 0; s < p.S; ++s) {
+        const int ix = ix0 + s * p.dw;
+        if (unsigned(ix) < unsigned(p.W)) acc = fmaf(__ldg(wp + r * p.S + s), __ldg(row + ix), acc);
+      }
+    }
+    p.y[e] = acc;
+  }
+}
+
+// dx[img, c, iy, ix] = sum over the mult output channels of c and the taps that reach (iy, ix).
+__global__ void __launch_bounds__(256) dw_backward_data_kernel(const DwParams p, const float* __restrict__ dy,
+                                                               float* __restrict__ dx) {
+  const int total = p.n * p.C * p.H * p.W;
+  for (int e = int(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += int(gridDim.x * blockDim.x)) {
+    int plane, pix, iy, ix, img, c;
+    p.div_hw.divmod(e, plane, pix);
+    p.div_w.divmod(pix, iy, ix);
+    p.div_c.divmod(plane, img, c);
+    float acc = p.bias ? __ldg(p.bias + c) : 0.0f;  // conv_transpose2d's bias (per output channel c)
+    for (int m = 0; m < p.mult; ++m) {
+      const int k = c * p.mult + m;
+      const float* gp = dy + (int64_t(img) * p.K + k) * p.OH * p.OW;
+      const float* wp = p.w + int64_t(k) * p.R * p.S;
+      for (int r = 0; r < p.R; ++r) {
+        const int a = iy + p.ph - r * p.dh;
+        if (a < 0) break;  // a decreases with r
+        int oy, ry;
+        p.div_sh.divmod(a, oy, ry);
+        if (ry != 0 || oy >= p.OH) continue;
+        for (int s = 0; s < p.S; ++s) {
+          const int b = ix + p.pw - s * p.dw;
+          if (b < 0) break;
+          int ox, rx;
+          p.div_sw.divmod(b, ox, rx);
+          if (rx != 0 || ox >= p.OW) continue;
+          acc = fmaf(__ldg(wp + r * p.S + s), __ldg(gp + oy * p.OW + ox), acc);
+        }
+      }
+    }
+    dx[e] = acc;
+  }
+}
+
+// dW[k, 0, r, s] over the images [blockIdx.y * per, ...): taps in chunks of kTaps in registers,
+// one block-wide sum per tap; atomicAdd when the batch is split over gridDim.y.
+constexpr int kTaps = 9;
+__global__ void __launch_bounds__(256) dw_backward_weight_kernel(const DwParams p, const float* __restrict__ dy,
+                                                                 float* __restrict__ dw, int imgs_per_block,
+                                                                 bool atomic) {
+  __shared__ float red[32];
+  const int k = int(blockIdx.x);
+  const int c = p.div_mult.div(k);
+  const int img0 = int(blockIdx.y) * imgs_per_block;
+  const int img1 = min(p.n, img0 + imgs_per_block);
+  const int ohw = p.OH * p.OW, rs = p.R * p.S;
+  const int count = (img1 - img0) * ohw;
+  for (int t0 = 0; t0 < rs; t0 += kTaps) {
+    float acc[kTaps];
+    int toff_y[kTaps], toff_x[kTaps];
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) {
+      acc[t] = 0.0f;
+      const int tap = min(t0 + t, rs - 1);
+      toff_y[t] = (tap / p.S) * p.dh - p.ph;
+      toff_x[t] = (tap % p.S) * p.dw - p.pw;
+    }
+    for (int q = int(threadIdx.x); q < count; q += int(blockDim.x)) {
+      int il, pix, oy, ox;
+      p.div_ohw.divmod(q, il, pix);
+      p.div_ow.divmod(pix, oy, ox);
+      const int img = img0 + il;
+      const float g = __ldg(dy + (int64_t(img) * p.K + k) * ohw + pix);
+      const float* xp = p.x + (int64_t(img) * p.C + c) * p.H * p.W;
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) {
+        const int iy = oy * p.sh + toff_y[t], ix = ox * p.sw + toff_x[t];
+        if (unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W)) acc[t] = fmaf(g, __ldg(xp + iy * p.W + ix), acc[t]);
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) {
+      const float v = block_sum(acc[t], red);
+      if (threadIdx.x == 0 && t0 + t < rs) {
+        float* dst = dw + int64_t(k) * rs + t0 + t;
+        if (atomic) atomicAdd(dst, v);
+        else *dst = v;
+      }
+    }
+  }
+}
+
+// out[c] = sum_{i < n, q < hw} t[i, c, q]: one block per channel (deterministic order).
+__global__ void __launch_bounds__(256) channel_sum_kernel(const float* __restrict__ t, float* __restrict__ out,
+                                                          int64_t n, int64_t c, int64_t hw) {
+  __shared__ float red[32];
+  const int64_t ch = blockIdx.x;
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* src = t + (i * c + ch) * hw;
+    for (int64_t q = threadIdx.x; q < hw; q += blockDim.x) acc += __ldg(src + q);
+  }
+  acc = block_sum(acc, red);
+  if (threadIdx.x == 0) out[ch] = acc;
+}
+
+// ---------------------------------------------------------------------------------------
+int sm_count() {
+  int dev = 0, n = 0;
+  FL_CUDA_CHECK(cudaGetDevice(&dev));
+  FL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  return n > 0 ? n : 1;
+}
+
+constexpr int64_t kInt32Max = (int64_t(1) << 31) - 1;
+
+void check_geometry(const Conv2d& g, const char* what) {
+  FL_CHECK(g.n >= 0 && g.c > 0 && g.h > 0 && g.w > 0 && g.k > 0 && g.oh > 0 && g.ow > 0 && g.r > 0 && g.s > 0 &&
+               g.sh > 0 && g.sw > 0 && g.ph >= 0 && g.pw >= 0 && g.dh > 0 && g.dw > 0 && g.groups > 0,
+           what, ": bad geometry");
+  FL_CHECK(g.c % g.groups == 0 && g.k % g.groups == 0, what, ": channels not divisible by groups");
+  // The output extent is not re-derived here: conv_transpose2d passes geometries whose "output"
+  // (its input) is shorter than the convolution formula gives (output_padding, asymmetric
+  // "same" padding). Every kernel bounds its reads by H, W, OH and OW, so any extent is safe.
+  // 32-bit indices inside one launch: one image of x and of y must fit, then the batch is cut
+  // into chunks that do (image_chunk below).
+  FL_CHECK(g.c * g.h * g.w <= kInt32Max && g.k * g.oh * g.ow <= kInt32Max && g.c * g.r * g.s <= kInt32Max &&
+               g.k * g.r * g.s <= kInt32Max,
+           what, ": one image is too large for the CUDA kernels' 32-bit indices");
+}
+
+// Images per launch so that x, y and the GEMM extents of a launch stay below 2^31 elements.
+int64_t image_chunk(const Conv2d& g) {
+  const int64_t per = std::max<int64_t>({g.c * g.h * g.w, g.k * g.oh * g.ow, 1});
+  return std::max<int64_t>(1, std::min<int64_t>(g.n, kInt32Max / per));
+}
+
+bool is_depthwise(const Conv2d& g) { return g.groups > 1 && g.groups == g.c; }
+
+igemm::Params base_params(const Conv2d& g) {
+  igemm::Params p{};
+  p.g = igemm::make_geom(g.n, g.c, g.h, g.w, g.k, g.oh, g.ow, g.r, g.s, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw,
+                         g.groups);
+  return p;
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+template <class Op>
+void launch_igemm(igemm::Params& p, int groups, int splits, cudaStream_t s, const char* name) {
+  p.tiles_m = (p.M + kBM - 1) / kBM;
+  p.tiles_n = (p.N + kBN - 1) / kBN;
+  FL_CHECK(groups <= 65535 && splits <= 65535, name, ": too many groups (", groups, ")");
+  igemm_kernel<Op><<<dim3(unsigned(p.tiles_m * p.tiles_n), unsigned(groups), unsigned(splits)), kThreads, 0, s>>>(p);
+  check_launch(name);
+}
+
+DwParams dw_params(const Conv2d& g, const float* x, const float* w, const float* bias, float* y) {
+  DwParams p{};
+  p.x = x; p.w = w; p.bias = bias; p.y = y;
+  p.n = int(g.n); p.C = int(g.c); p.H = int(g.h); p.W = int(g.w); p.K = int(g.k); p.OH = int(g.oh); p.OW = int(g.ow);
+  p.R = g.r; p.S = g.s; p.sh = g.sh; p.sw = g.sw; p.ph = g.ph; p.pw = g.pw; p.dh = g.dh; p.dw = g.dw;
+  p.mult = int(g.k / g.c);
+  p.div_ow = igemm::FastDiv(p.OW); p.div_ohw = igemm::FastDiv(p.OH * p.OW); p.div_k = igemm::FastDiv(p.K);
+  p.div_w = igemm::FastDiv(p.W); p.div_hw = igemm::FastDiv(p.H * p.W); p.div_c = igemm::FastDiv(p.C);
+  p.div_mult = igemm::FastDiv(p.mult); p.div_sh = igemm::FastDiv(p.sh); p.div_sw = igemm::FastDiv(p.sw);
+  return p;
+}
+
+}  // namespace
+
+int conv2d_path(const Conv2d& g) { return is_depthwise(g) ? 1 : 0; }
+
+void conv2d_forward(const float* x, const float* weight, const float* bias, float* y, const Conv2d& g,
+                    Stream stream) {
+  check_geometry(g, "conv2d");
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int64_t chunk = image_chunk(g);
+  for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
+    Conv2d c = g;
+    c.n = std::min(chunk, g.n - i0);
+    const float* xc = x + i0 * g.c * g.h * g.w;
+    float* yc = y + i0 * g.k * g.oh * g.ow;
+    if (is_depthwise(c)) {
+      const DwParams p = dw_params(c, xc, weight, bias, yc);
+      dw_forward_kernel<<<blocks_for(c.n * c.k * c.oh * c.ow, 256), 256, 0, s>>>(p);
+      check_launch("dw_forward_kernel");
+      continue;
+    }
+    igemm::Params p = base_params(c);
+    p.a_src = weight;
+    p.b_src = xc;
+    p.bias = bias;
+    p.out = yc;
+    p.M = p.g.Kg;
+    p.N = int(c.n * c.oh * c.ow);
+    p.Kdim = p.g.Cg * p.g.rs;
+    p.vec_a = aligned16(weight) && p.Kdim % 4 == 0;
+    p.vec_out = aligned16(yc) && p.g.ohw % 4 == 0;
+    launch_igemm<igemm::FwdOp>(p, c.groups, 1, s, "conv2d_forward (igemm_kernel)");
+  }
+}
+
+void conv2d_backward_data(const float* dy, const float* weight, const float* bias, float* dx, const Conv2d& g,
+                          Stream stream) {
+  check_geometry(g, "conv2d_backward_data");
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int64_t chunk = image_chunk(g);
+  for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
+    Conv2d c = g;
+    c.n = std::min(chunk, g.n - i0);
+    const float* dyc = dy + i0 * g.k * g.oh * g.ow;
+    float* dxc = dx + i0 * g.c * g.h * g.w;
+    if (is_depthwise(c)) {
+      const DwParams p = dw_params(c, nullptr, weight, bias, nullptr);
+      dw_backward_data_kernel<<<blocks_for(c.n * c.c * c.h * c.w, 256), 256, 0, s>>>(p, dyc, dxc);
+      check_launch("dw_backward_data_kernel");
+      continue;
+    }
+    igemm::Params p = base_params(c);
+    p.a_src = weight;
+    p.b_src = dyc;
+    p.bias = bias;
+    p.out = dxc;
+    p.M = p.g.Cg;
+    p.N = int(c.n * c.h * c.w);
+    p.Kdim = p.g.Kg * p.g.rs;
+    p.vec_out = aligned16(dxc) && p.g.hw % 4 == 0;
+    launch_igemm<igemm::BwdDataOp>(p, c.groups, 1, s, "conv2d_backward_data (igemm_kernel)");
+  }
+}
+
+void conv2d_backward_weight(const float* dy, const float* x, float* dweight, float* dbias, const Conv2d& g,
+                            Stream stream) {
+  check_geometry(g, "conv2d_backward_weight");
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int64_t wsize = g.k * (g.c / g.groups) * g.r * g.s;
+  if (dbias) channel_sum(dy, dbias, g.n, g.k, g.oh * g.ow, stream);  // (zeros when n == 0)
+  const int64_t chunk = image_chunk(g);
+  const bool chunked = g.n > chunk;
+  // Zeroed once when partial sums are added: split-K slices, batch chunks, or no images at all.
+  bool zeroed = false;
+  auto zero = [&] {
+    if (!zeroed) FL_CUDA_CHECK(cudaMemsetAsync(dweight, 0, size_t(wsize) * sizeof(float), s));
+    zeroed = true;
+  };
+  if (g.n == 0) zero();
+  const int sms = sm_count();
+  for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
+    Conv2d c = g;
+    c.n = std::min(chunk, g.n - i0);
+    const float* dyc = dy + i0 * g.k * g.oh * g.ow;
+    const float* xc = x + i0 * g.c * g.h * g.w;
+    if (is_depthwise(c)) {
+      const DwParams p = dw_params(c, xc, nullptr, nullptr, nullptr);
+      // Enough blocks for ~2 waves: split the batch when the channels alone are too few.
+      int64_t splits = std::max<int64_t>(1, (2 * sms + c.k - 1) / c.k);
+      splits = std::min<int64_t>({splits, c.n, 65535});
+      const int per = int((c.n + splits - 1) / splits);
+      splits = (c.n + per - 1) / per;
+      const bool atomic = splits > 1 || chunked;
+      if (atomic) zero();
+      FL_CHECK(c.k <= kInt32Max, "conv2d_backward_weight: too many channels");
+      dw_backward_weight_kernel<<<dim3(unsigned(c.k), unsigned(splits)), 256, 0, s>>>(p, dyc, dweight, per, atomic);
+      check_launch("dw_backward_weight_kernel");
+      continue;
+    }
+    igemm::Params p = base_params(c);
+    p.a_src = dyc;
+    p.b_src = xc;
+    p.out = dweight;
+    p.M = p.g.Kg;
+    p.N = p.g.Cg * p.g.rs;
+    p.Kdim = int(c.n * c.oh * c.ow);
+    p.vec_a = aligned16(dyc) && p.g.ohw % 4 == 0;
+    // Split the reduction until ~2 waves of blocks run (2 blocks/SM), each slice >= 1024 long.
+    const int64_t tiles = int64_t((p.M + kBM - 1) / kBM) * ((p.N + kBN - 1) / kBN) * c.groups;
+    int64_t splits = std::max<int64_t>(1, (2 * sms + tiles - 1) / tiles);
+    splits = std::min<int64_t>({splits, std::max<int64_t>(1, p.Kdim / 1024), 65535});
+    int64_t kc = (p.Kdim + splits - 1) / splits;
+    kc = (kc + kBK - 1) / kBK * kBK;
+    splits = (p.Kdim + kc - 1) / kc;
+    p.k_chunk = int(kc);
+    p.atomic_out = splits > 1 || chunked;
+    if (p.atomic_out) zero();
+    launch_igemm<igemm::BwdWeightOp>(p, c.groups, int(splits), s, "conv2d_backward_weight (igemm_kernel)");
+  }
+}
+
+void channel_sum(const float* t, float* out, index_t n, index_t c, index_t hw, Stream stream) {
+  FL_CHECK(n >= 0 && c >= 0 && hw >= 0, "channel_sum: negative size");
+  if (c == 0) return;
+  FL_CHECK(c <= 2147483647LL, "channel_sum: too many channels");
+  channel_sum_kernel<<<unsigned(c), 256, 0, static_cast<cudaStream_t>(stream)>>>(t, out, n, c, hw);
+  check_launch("channel_sum_kernel");
+}
+
+}  // namespace cuda
+}  // namespace fl

@@ -1,0 +1,434 @@
+// The three convolution passes as implicit GEMMs: per-thread operand loaders and epilogues
+// for the 128x128x8 float32 tile engine in conv.cu (the same block shape and thread roles as
+// gemm.cu's sgemm_kernel). Everything here is __host__ __device__ so that
+// bench/gpu/emulate_conv_igemm.cu can run these exact loaders and epilogues on the CPU with
+// emulated threads and blocks and compare with a direct convolution: the index math is checked
+// without a GPU.
+//
+// Engine contract (one block = one 128x128 tile of C = A B, 256 threads):
+//   A tile As[k][m] (8 x 128), B tile Bs[k][n] (8 x 128), filled once per k-tile of 8.
+//   An operand "k-contiguous" (A_KCONTIG / B_KCONTIG true): thread t loads row/column
+//     t/2 of the tile at k offsets (t%2)*4 + 0..3 (4 values -> As[kq+j][t/2]);
+//   otherwise: k row t/32, 4 consecutive columns (t%32)*4 + 0..3 (-> one float4 store).
+//   Loaders return zeros outside the matrix; k runs over [kbegin, kend) of the op.
+//   Results: thread (tx = t%16, ty = t/16) owns rows {ty*4+i, 64+ty*4+i}, columns
+//   {tx*4+j, 64+tx*4+j}; the epilogue gets 4 consecutive columns of one row at a time.
+// Index types: 32-bit throughout (the host launches the batch in image chunks so that x, y and
+// the GEMM extents of one launch stay below 2^31 elements): int64 per-pixel state cost the
+// registers that made the loaders spill under the 128-register cap of 2 blocks/SM.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define FL_HD __host__ __device__ __forceinline__
+#else
+#define FL_HD inline
+#endif
+
+#if defined(__CUDA_ARCH__)
+#define FL_LDG(p) __ldg(p)
+#else
+#define FL_LDG(p) (*(p))
+#endif
+
+namespace fl {
+namespace cuda {
+namespace igemm {
+
+constexpr int kBM = 128, kBN = 128, kBK = 8, kThreads = 256;
+
+// n / d and n % d for 0 <= n < 2^31 with a multiply-high and a shift (CUTLASS's FastDivmod):
+// the loaders decompose flat indices every k-tile, and a 32-bit division is ~20 instructions.
+struct FastDiv {
+  int d = 1;
+  unsigned mul = 0;
+  int shr = 0;
+  FastDiv() = default;
+  explicit FastDiv(int div) : d(div) {
+    if (div != 1) {
+      int l = 0;
+      while ((1LL << l) < div) ++l;  // ceil(log2(div))
+      const int p = 31 + l;
+      mul = unsigned(((1ULL << p) + unsigned(div) - 1) / unsigned(div));
+      shr = p - 32;
+    }
+  }
+  FL_HD int div(int n) const {
+#if defined(__CUDA_ARCH__)
+    return d == 1 ? n : int(__umulhi(unsigned(n), mul) >> shr);
+#else
+    return d == 1 ? n : int(((uint64_t(unsigned(n)) * mul) >> 32) >> shr);
+#endif
+  }
+  FL_HD void divmod(int n, int& q, int& r) const {
+    q = div(n);
+    r = n - q * d;
+  }
+};
+
+// Geometry shared by the three passes (see conv_cuda.h's Conv2d; all per-group extents).
+struct ConvGeom {
+  int n, C, H, W, K, OH, OW, R, S, sh, sw, ph, pw, dh, dw;
+  int Cg, Kg;
+  int chw, khw_out;      // C*H*W and K*OH*OW: one image of x and of y
+  int hw, ohw, rs;       // H*W, OH*OW, R*S
+  FastDiv div_ohw, div_ow, div_hw, div_w, div_rs, div_s, div_sh, div_sw;
+};
+
+inline ConvGeom make_geom(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t oh, int64_t ow, int r,
+                          int s, int sh, int sw, int ph, int pw, int dh, int dw, int groups) {
+  ConvGeom g{};
+  g.n = int(n); g.C = int(c); g.H = int(h); g.W = int(w); g.K = int(k); g.OH = int(oh); g.OW = int(ow);
+  g.R = r; g.S = s; g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw; g.dh = dh; g.dw = dw;
+  g.Cg = int(c / groups);
+  g.Kg = int(k / groups);
+  g.chw = int(c * h * w);
+  g.khw_out = int(k * oh * ow);
+  g.hw = int(h * w);
+  g.ohw = int(oh * ow);
+  g.rs = r * s;
+  g.div_ohw = FastDiv(g.ohw); g.div_ow = FastDiv(g.OW); g.div_hw = FastDiv(g.hw); g.div_w = FastDiv(g.W);
+  g.div_rs = FastDiv(g.rs); g.div_s = FastDiv(s); g.div_sh = FastDiv(sh); g.div_sw = FastDiv(sw);
+  return g;
+}
+
+struct Params {
+  ConvGeom g;
+  const float* a_src;  // the pass's A operand source (weights or dy)
+  const float* b_src;  // the pass's B operand source (x or dy)
+  const float* bias;   // added per output channel (forward, backward-data); may be null
+  float* out;
+  int M, N, Kdim;      // the GEMM per group
+  int k_chunk;         // backward-weight split-K: reduction slice per blockIdx.z (multiple of 8)
+  int tiles_m, tiles_n;
+  bool vec_a;          // 16-byte aligned rows of A for float4 loads (forward weights, bwd-weight dy)
+  bool vec_out;        // float4 output stores allowed
+  bool atomic_out;     // split-K partial results: atomicAdd into a zeroed output
+};
+
+// Where 4 consecutive GEMM columns n..n+3 of output channel `ch` land in an NCHW tensor of
+// `planes` channels with `plane` elements each (columns are flat (image, pixel) indices).
+FL_HD void store_nchw(const Params& p, float* out, int ch, int planes, int plane, const FastDiv& div_plane,
+                      int n, int ncols, const float (&v)[4], float add) {
+  if (p.vec_out && n + 3 < ncols) {  // plane % 4 == 0: the 4 columns share an image, 16-byte aligned
+    int img, pix;
+    div_plane.divmod(n, img, pix);
+    float* dst = out + ((img * planes + ch) * plane + pix);
+#if defined(__CUDA_ARCH__)
+    *reinterpret_cast<float4*>(dst) = make_float4(v[0] + add, v[1] + add, v[2] + add, v[3] + add);
+#else
+    for (int j = 0; j < 4; ++j) dst[j] = v[j] + add;
+#endif
+    return;
+  }
+  for (int j = 0; j < 4; ++j) {
+    if (n + j >= ncols) break;
+    int img, pix;
+    div_plane.divmod(n + j, img, pix);
+    out[(img * planes + ch) * plane + pix] = v[j] + add;
+  }
+}
+
+// ---- forward: y[img, gK + m, pix] = sum_kk W[gK + m, kk] * im2col[kk, (img, pix)] ----------
+//   M = Kg, N = n*OH*OW, Kdim = Cg*R*S; A = weights (k-contiguous rows), B = gathered x.
+struct FwdOp {
+  static constexpr bool A_KCONTIG = true, B_KCONTIG = false;
+  int kbegin, kend;
+  // A loader: weight row (m0 + t/2), k offset (t%2)*4
+  const float* a_row;
+  bool a_ok;
+  int a_kq;
+  // B loader: k row t/32, columns (t%32)*4 + j. Only the first pixel's state is kept (the
+  // full per-pixel state of 4 pixels made this loader spill under the 128-register cap): when
+  // the 4 pixels lie in one output row (the common case) they share image and row, otherwise
+  // each is decomposed again from its column index.
+  int b_kk, b_col0;
+  int b_base, b_iy0, b_ix0;  // first pixel: image + group channel offset into x, input row/col at tap 0
+  int b_group_off;           // group * Cg * H * W
+  bool b_row;
+
+  FL_HD FwdOp(const Params& p, int tid, int m0, int n0, int group, int /*split*/) {
+    const ConvGeom& g = p.g;
+    kbegin = 0;
+    kend = p.Kdim;
+    const int row = m0 + (tid >> 1);
+    a_ok = row < p.M;
+    a_kq = (tid & 1) * 4;
+    a_row = p.a_src + (group * g.Kg + (a_ok ? row : 0)) * p.Kdim + a_kq;
+    b_kk = tid >> 5;
+    b_col0 = n0 + (tid & 31) * 4;
+    int img = 0, pix = 0, oy = 0, ox = 0;
+    if (b_col0 < p.N) {
+      g.div_ohw.divmod(b_col0, img, pix);
+      g.div_ow.divmod(pix, oy, ox);
+    }
+    b_group_off = group * g.Cg * g.hw;
+    b_base = img * g.chw + b_group_off;
+    b_iy0 = oy * g.sh - g.ph;
+    b_ix0 = ox * g.sw - g.pw;
+    b_row = b_col0 + 3 < p.N && ox + 3 < g.OW;
+  }
+  FL_HD void load_a(const Params& p, int k0, float (&r)[4]) const {
+    const int kk = k0 + a_kq;
+    if (!a_ok) {
+      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+    } else if (p.vec_a && kk + 3 < kend) {
+#if defined(__CUDA_ARCH__)
+      const float4 v = __ldg(reinterpret_cast<const float4*>(a_row + k0));
+      r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
+#else
+      for (int j = 0; j < 4; ++j) r[j] = a_row[k0 + j];
+#endif
+    } else {
+      for (int j = 0; j < 4; ++j) r[j] = kk + j < kend ? FL_LDG(a_row + k0 + j) : 0.0f;
+    }
+  }
+  FL_HD void load_b(const Params& p, int k0, float (&r)[4]) const {
+    const ConvGeom& g = p.g;
+    const int kk = k0 + b_kk;
+    for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+    if (kk >= kend) return;
+    int c, rs, ky, kx;
+    g.div_rs.divmod(kk, c, rs);
+    g.div_s.divmod(rs, ky, kx);
+    const int ty = ky * g.dh, tx = kx * g.dw;
+    const int coff = c * g.hw;
+    if (b_row) {
+      const int iy = b_iy0 + ty;
+      if (unsigned(iy) >= unsigned(g.H)) return;
+      const float* src = p.b_src + (b_base + coff + iy * g.W);
+      for (int j = 0; j < 4; ++j) {
+        const int ix = b_ix0 + j * g.sw + tx;
+        if (unsigned(ix) < unsigned(g.W)) r[j] = FL_LDG(src + ix);
+      }
+      return;
+    }
+    for (int j = 0; j < 4; ++j) {
+      const int col = b_col0 + j;
+      if (col >= p.N) break;
+      int img, pix, oy, ox;
+      g.div_ohw.divmod(col, img, pix);
+      g.div_ow.divmod(pix, oy, ox);
+      const int iy = oy * g.sh - g.ph + ty, ix = ox * g.sw - g.pw + tx;
+      if (unsigned(iy) < unsigned(g.H) && unsigned(ix) < unsigned(g.W))
+        r[j] = FL_LDG(p.b_src + (img * g.chw + b_group_off + coff + iy * g.W + ix));
+    }
+  }
+  FL_HD void store(const Params& p, int group, int m, int n, const float (&v)[4]) const {
+    if (m >= p.M || n >= p.N) return;
+    const int ch = group * p.g.Kg + m;
+    const float add = p.bias ? FL_LDG(p.bias + ch) : 0.0f;
+    store_nchw(p, p.out, ch, p.g.K, p.g.ohw, p.g.div_ohw, n, p.N, v, add);
+  }
+};
+
+// ---- backward data: dx[img, gC + c, pix] = sum_{kk=(k,r,s)} W[gK + k, c, r, s] dy[img, gK + k, oy, ox]
+//   with oy*sh = iy + ph - r*dh (only where divisible and in range).
+//   M = Cg, N = n*H*W, Kdim = Kg*R*S; A = weights read across k (gathered), B = gathered dy.
+struct BwdDataOp {
+  static constexpr bool A_KCONTIG = true, B_KCONTIG = false;
+  int kbegin, kend;
+  const float* a_base;  // W + (gK*Cg + c)*RS: element (k, rs) at k*Cg*RS + rs
+  bool a_ok;
+  int a_kq;
+  int b_kk;
+  int b_base[4];  // image + group offset into dy
+  int b_ty[4], b_tx[4];  // iy + ph, ix + pw
+
+  FL_HD BwdDataOp(const Params& p, int tid, int m0, int n0, int group, int /*split*/) {
+    const ConvGeom& g = p.g;
+    kbegin = 0;
+    kend = p.Kdim;
+    const int row = m0 + (tid >> 1);
+    a_ok = row < p.M;
+    a_kq = (tid & 1) * 4;
+    a_base = p.a_src + (group * g.Kg * g.Cg + (a_ok ? row : 0)) * g.rs;
+    b_kk = tid >> 5;
+    const int c0 = n0 + (tid & 31) * 4;
+    for (int j = 0; j < 4; ++j) {
+      const int col = c0 + j;
+      if (col < p.N) {
+        int img, pix, iy, ix;
+        g.div_hw.divmod(col, img, pix);
+        g.div_w.divmod(pix, iy, ix);
+        b_base[j] = img * g.khw_out + group * g.Kg * g.ohw;
+        b_ty[j] = iy + g.ph;
+        b_tx[j] = ix + g.pw;
+      } else {
+        b_base[j] = 0;
+        b_ty[j] = -(1 << 30);
+        b_tx[j] = 0;
+      }
+    }
+  }
+  FL_HD void load_a(const Params& p, int k0, float (&r)[4]) const {
+    const ConvGeom& g = p.g;
+    const int kk0 = k0 + a_kq;
+    if (!a_ok || kk0 >= kend) {
+      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      return;
+    }
+    int k, rs;
+    g.div_rs.divmod(kk0, k, rs);
+    for (int j = 0; j < 4; ++j) {  // walk (k, rs) along the 4 consecutive kk
+      r[j] = kk0 + j < kend ? FL_LDG(a_base + (k * g.Cg * g.rs + rs)) : 0.0f;
+      if (++rs == g.rs) {
+        rs = 0;
+        ++k;
+      }
+    }
+  }
+  FL_HD void load_b(const Params& p, int k0, float (&r)[4]) const {
+    const ConvGeom& g = p.g;
+    const int kk = k0 + b_kk;
+    if (kk >= kend) {
+      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      return;
+    }
+    int k, rs, ky, kx;
+    g.div_rs.divmod(kk, k, rs);
+    g.div_s.divmod(rs, ky, kx);
+    const int koff = k * g.ohw;
+    const int dy_ = ky * g.dh, dx_ = kx * g.dw;
+    for (int j = 0; j < 4; ++j) {
+      const int a = b_ty[j] - dy_, b = b_tx[j] - dx_;
+      float v = 0.0f;
+      if (a >= 0 && b >= 0) {
+        int oy, ry, ox, rx;
+        g.div_sh.divmod(a, oy, ry);
+        g.div_sw.divmod(b, ox, rx);
+        if (ry == 0 && rx == 0 && oy < g.OH && ox < g.OW) v = FL_LDG(p.b_src + (b_base[j] + koff + oy * g.OW + ox));
+      }
+      r[j] = v;
+    }
+  }
+  FL_HD void store(const Params& p, int group, int m, int n, const float (&v)[4]) const {
+    if (m >= p.M || n >= p.N) return;
+    const int ch = group * p.g.Cg + m;
+    const float add = p.bias ? FL_LDG(p.bias + ch) : 0.0f;
+    store_nchw(p, p.out, ch, p.g.C, p.g.hw, p.g.div_hw, n, p.N, v, add);
+  }
+};
+
+// ---- backward weight: dW[gK + m, (c, r, s)] = sum_{q=(img, oy, ox)} dy[img, gK + m, oy, ox] x[img, gC + c, iy, ix]
+//   M = Kg, N = Cg*R*S, Kdim = n*OH*OW, split over blockIdx.z in slices of k_chunk.
+//   A = dy rows (k-contiguous, 4 consecutive output pixels), B = x gathered with its column
+//   (c, r, s) fixed per thread (k-contiguous too).
+struct BwdWeightOp {
+  static constexpr bool A_KCONTIG = true, B_KCONTIG = true;
+  int kbegin, kend;
+  const float* a_chan;  // dy + (gK + m)*OH*OW: element q=(img, pix) at img*K*OH*OW + pix
+  bool a_ok;
+  int a_kq;
+  const float* b_chan;  // x + (gC + c)*H*W
+  bool b_ok;
+  int b_kq, b_dy, b_dx;  // r*dh - ph, s*dw - pw
+
+  FL_HD BwdWeightOp(const Params& p, int tid, int m0, int n0, int group, int split) {
+    const ConvGeom& g = p.g;
+    kbegin = split * p.k_chunk;
+    kend = kbegin + p.k_chunk < p.Kdim ? kbegin + p.k_chunk : p.Kdim;
+    const int row = m0 + (tid >> 1);
+    a_ok = row < p.M;
+    a_kq = (tid & 1) * 4;
+    a_chan = p.a_src + (group * g.Kg + (a_ok ? row : 0)) * g.ohw;
+    const int col = n0 + (tid >> 1);
+    b_ok = col < p.N;
+    b_kq = a_kq;
+    int c = 0, rs = 0, ky = 0, kx = 0;
+    if (b_ok) {
+      g.div_rs.divmod(col, c, rs);
+      g.div_s.divmod(rs, ky, kx);
+    }
+    b_chan = p.b_src + (group * g.Cg + c) * g.hw;
+    b_dy = ky * g.dh - g.ph;
+    b_dx = kx * g.dw - g.pw;
+  }
+  FL_HD void load_a(const Params& p, int k0, float (&r)[4]) const {
+    const ConvGeom& g = p.g;
+    const int q0 = k0 + a_kq;
+    if (!a_ok || q0 >= kend) {
+      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      return;
+    }
+    int img, pix;
+    g.div_ohw.divmod(q0, img, pix);
+    const float* src = a_chan + (img * g.khw_out + pix);
+    if (p.vec_a && q0 + 3 < kend) {  // OH*OW % 4 == 0: same image, 16-byte aligned
+#if defined(__CUDA_ARCH__)
+      const float4 v = __ldg(reinterpret_cast<const float4*>(src));
+      r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
+#else
+      for (int j = 0; j < 4; ++j) r[j] = src[j];
+#endif
+      return;
+    }
+    for (int j = 0; j < 4; ++j) {
+      r[j] = q0 + j < kend ? FL_LDG(a_chan + (img * g.khw_out + pix)) : 0.0f;
+      if (++pix == g.ohw) {
+        pix = 0;
+        ++img;
+      }
+    }
+  }
+  FL_HD void load_b(const Params& p, int k0, float (&r)[4]) const {
+    const ConvGeom& g = p.g;
+    const int q0 = k0 + b_kq;
+    if (!b_ok || q0 >= kend) {
+      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      return;
+    }
+    int img, pix, oy, ox;
+    g.div_ohw.divmod(q0, img, pix);
+    g.div_ow.divmod(pix, oy, ox);
+    for (int j = 0; j < 4; ++j) {
+      float v = 0.0f;
+      if (q0 + j < kend) {
+        const int iy = oy * g.sh + b_dy, ix = ox * g.sw + b_dx;
+        if (unsigned(iy) < unsigned(g.H) && unsigned(ix) < unsigned(g.W))
+          v = FL_LDG(b_chan + (img * g.chw + iy * g.W + ix));
+      }
+      r[j] = v;
+      if (++ox == g.OW) {
+        ox = 0;
+        if (++oy == g.OH) {
+          oy = 0;
+          ++img;
+        }
+      }
+    }
+  }
+  FL_HD void store(const Params& p, int group, int m, int n, const float (&v)[4]) const {
+    if (m >= p.M || n >= p.N) return;
+    float* dst = p.out + ((group * p.g.Kg + m) * p.N + n);
+    for (int j = 0; j < 4; ++j) {
+      if (n + j >= p.N) break;
+      if (p.atomic_out) {
+#if defined(__CUDA_ARCH__)
+        atomicAdd(dst + j, v[j]);
+#else
+        dst[j] += v[j];
+#endif
+      } else {
+        dst[j] = v[j];
+      }
+    }
+  }
+};
+
+// Grouped tile order (gemm.cu's): 8 tile-rows swept column by column, for L2 reuse.
+FL_HD void tile_coords(int pid, int tiles_m, int tiles_n, int& tm, int& tn) {
+  constexpr int kGroup = 8;
+  const int per_group = kGroup * tiles_n;
+  const int group = pid / per_group;
+  const int first_m = group * kGroup;
+  const int gsize = tiles_m - first_m < kGroup ? tiles_m - first_m : kGroup;
+  const int local = pid - group * per_group;
+  tm = first_m + local % gsize;
+  tn = local / gsize;
+}
+
+}  // namespace igemm
+}  // namespace cuda
+}  // namespace fl
