@@ -3,7 +3,9 @@
 // of the launch is run sequentially - loaders fill the emulated shared tiles in the kernel's
 // thread roles, each thread multiplies its 8x8 sub-tile exactly as igemm_kernel reads shared
 // memory, then the epilogue stores - and the result is compared with a direct float64
-// convolution. Also checks FastDiv against / and % over edge and random dividends.
+// convolution. Also checks FastDiv against / and % over edge and random dividends, and runs the depthwise
+// kernels' per-element bodies (dw_forward_at, dw_backward_data_at, the weight-gradient taps) over
+// every element of the depthwise cases.
 // No GPU needed:
 //   nvcc -std=c++17 -O2 -Icsrc -o /tmp/emu_conv bench/gpu/emulate_conv_igemm.cu && /tmp/emu_conv
 #include <algorithm>
@@ -169,6 +171,32 @@ static bool run_case(const Case& cs, std::mt19937& rng, int split_hint) {
     const double e = max_rel(dw, dw_ref);
     if (!(e < 1e-5)) { std::printf("  backward weight (splits %d) max rel err %.3g\n", splits, e); ok = false; }
   }
+  if (cs.groups > 1 && cs.groups == cs.c) {  // the depthwise kernels' bodies, every element
+    const DwParams d = make_dw_params(cs.n, cs.c, cs.h, cs.w, cs.k, OH, OW, cs.r, cs.s, cs.sh, cs.sw, cs.ph, cs.pw,
+                                      cs.dh, cs.dw, x.data(), wt.data(), bias.data(), nullptr);
+    std::vector<float> y(dy.size()), dx(x.size()), dw(wt.size(), 0.0f);
+    for (int e = 0; e < int(y.size()); ++e) y[e] = dw_forward_at(d, e);
+    DwParams db = d;
+    db.bias = bias_c.data();
+    for (int e = 0; e < int(dx.size()); ++e) dx[e] = dw_backward_data_at(db, dy.data(), e);
+    const int rs = cs.r * cs.s, per = (cs.n + 1) / 2;  // two image slices, as a batch split would
+    for (int k = 0; k < cs.k; ++k)
+      for (int img0 = 0; img0 < cs.n; img0 += per) {
+        const int img1 = std::min(cs.n, img0 + per);
+        for (int t0 = 0; t0 < rs; t0 += kDwTaps) {
+          float acc[kDwTaps];
+          int ty[kDwTaps], tx[kDwTaps];
+          dw_weight_taps(d, t0, acc, ty, tx);
+          for (int q = 0; q < (img1 - img0) * OH * OW; ++q) dw_weight_accumulate(d, dy.data(), k, img0, q, ty, tx, acc);
+          for (int t = 0; t < kDwTaps && t0 + t < rs; ++t) dw[size_t(k) * rs + t0 + t] += acc[t];
+        }
+      }
+    const double e1 = max_rel(y, y_ref), e2 = max_rel(dx, dx_ref), e3 = max_rel(dw, dw_ref);
+    if (!(e1 < 1e-5 && e2 < 1e-5 && e3 < 1e-5)) {
+      std::printf("  depthwise: forward %.3g, data %.3g, weight %.3g\n", e1, e2, e3);
+      ok = false;
+    }
+  }
   return ok;
 }
 
@@ -203,6 +231,10 @@ int main() {
       {1, 48, 9, 9, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0},   {2, 64, 8, 8, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0},
       {1, 130, 12, 12, 129, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0}, {3, 5, 16, 16, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0},
       {2, 9, 3, 2, 4, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0},     {1, 4, 12, 12, 8, 3, 3, 1, 1, 2, 2, 2, 2, 2, 0},
+      // depthwise (also through the dedicated bodies): 7x7, 9x9 mult 2, 65-tall, stride 2, mult 2 5x5
+      {2, 4, 12, 13, 4, 7, 7, 1, 1, 3, 3, 1, 1, 4, 0},   {1, 2, 10, 11, 4, 9, 9, 1, 1, 4, 4, 1, 1, 2, 0},
+      {1, 2, 66, 3, 2, 65, 1, 1, 1, 0, 0, 1, 1, 2, 0},   {2, 3, 11, 12, 3, 3, 3, 2, 2, 1, 1, 1, 1, 3, 0},
+      {3, 5, 13, 11, 10, 5, 5, 2, 2, 2, 2, 1, 1, 5, 0},  {2, 6, 9, 9, 6, 3, 3, 1, 1, 1, 1, 2, 2, 6, 1},
   };
   int failed = 0, i = 0;
   for (const Case& cs : cases) {

@@ -124,114 +124,44 @@ __global__ void __launch_bounds__(kThreads, 2) igemm_kernel(const igemm::Params 
 }
 
 // ---------------------------------------------------------------------------------------
-// Depthwise. Flat 32-bit element indices (the host checks the tensors are < 2^31 elements),
-// decomposed with FastDiv.
-struct DwParams {
-  const float* x;
-  const float* w;
-  const float* bias;
-  float* y;
-  int n, C, H, W, K, OH, OW, R, S, sh, sw, ph, pw, dh, dw, mult;
-  igemm::FastDiv div_ow, div_ohw, div_k, div_w, div_hw, div_c, div_mult, div_sh, div_sw;
-};
+// Depthwise: the per-element bodies are conv_igemm.cuh's dw_* functions (shared with the CPU
+// emulator); flat 32-bit element indices (one launch covers < 2^31 elements: image_chunk).
+using igemm::DwParams;
 
 __global__ void __launch_bounds__(256) dw_forward_kernel(const DwParams p) {
   const int total = p.n * p.K * p.OH * p.OW;
-  for (int e = int(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += int(gridDim.x * blockDim.x)) {
-    int plane, pix, oy, ox, img, k;
-    p.div_ohw.divmod(e, plane, pix);
-    p.div_ow.divmod(pix, oy, ox);
-    p.div_k.divmod(plane, img, k);
-    const int c = p.div_mult.div(k);
-    const float* xp = p.x + (int64_t(img) * p.C + c) * p.H * p.W;
-    const float* wp = p.w + int64_t(k) * p.R * p.S;
-    const int iy0 = oy * p.sh - p.ph, ix0 = ox * p.sw - p.pw;
-    float acc = p.bias ? __ldg(p.bias + k) : 0.0f;
-    for (int r = 0; r < p.R; ++r) {
-      const int iy = iy0 + r * p.dh;
-      if (unsigned(iy) >= unsigned(p.H)) continue;
-      const float* row = xp + iy * p.W;
-      for (int s = 0; s < p.S; ++s) {
-        const int ix = ix0 + s * p.dw;
-        if (unsigned(ix) < unsigned(p.W)) acc = fmaf(__ldg(wp + r * p.S + s), __ldg(row + ix), acc);
-      }
-    }
-    p.y[e] = acc;
-  }
+  for (int e = int(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += int(gridDim.x * blockDim.x))
+    p.y[e] = igemm::dw_forward_at(p, e);
 }
 
-// dx[img, c, iy, ix] = sum over the mult output channels of c and the taps that reach (iy, ix).
+// dx[img, c, iy, ix] = sum over the mult output channels of c and the taps that reach (iy, ix):
+// a gather, no atomics.
 __global__ void __launch_bounds__(256) dw_backward_data_kernel(const DwParams p, const float* __restrict__ dy,
                                                                float* __restrict__ dx) {
   const int total = p.n * p.C * p.H * p.W;
-  for (int e = int(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += int(gridDim.x * blockDim.x)) {
-    int plane, pix, iy, ix, img, c;
-    p.div_hw.divmod(e, plane, pix);
-    p.div_w.divmod(pix, iy, ix);
-    p.div_c.divmod(plane, img, c);
-    float acc = p.bias ? __ldg(p.bias + c) : 0.0f;  // conv_transpose2d's bias (per output channel c)
-    for (int m = 0; m < p.mult; ++m) {
-      const int k = c * p.mult + m;
-      const float* gp = dy + (int64_t(img) * p.K + k) * p.OH * p.OW;
-      const float* wp = p.w + int64_t(k) * p.R * p.S;
-      for (int r = 0; r < p.R; ++r) {
-        const int a = iy + p.ph - r * p.dh;
-        if (a < 0) break;  // a decreases with r
-        int oy, ry;
-        p.div_sh.divmod(a, oy, ry);
-        if (ry != 0 || oy >= p.OH) continue;
-        for (int s = 0; s < p.S; ++s) {
-          const int b = ix + p.pw - s * p.dw;
-          if (b < 0) break;
-          int ox, rx;
-          p.div_sw.divmod(b, ox, rx);
-          if (rx != 0 || ox >= p.OW) continue;
-          acc = fmaf(__ldg(wp + r * p.S + s), __ldg(gp + oy * p.OW + ox), acc);
-        }
-      }
-    }
-    dx[e] = acc;
-  }
+  for (int e = int(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += int(gridDim.x * blockDim.x))
+    dx[e] = igemm::dw_backward_data_at(p, dy, e);
 }
 
-// dW[k, 0, r, s] over the images [blockIdx.y * per, ...): taps in chunks of kTaps in registers,
+// dW[k, 0, r, s] over the images [blockIdx.y * per, ...): taps in chunks of kDwTaps in registers,
 // one block-wide sum per tap; atomicAdd when the batch is split over gridDim.y.
-constexpr int kTaps = 9;
 __global__ void __launch_bounds__(256) dw_backward_weight_kernel(const DwParams p, const float* __restrict__ dy,
                                                                  float* __restrict__ dw, int imgs_per_block,
                                                                  bool atomic) {
   __shared__ float red[32];
   const int k = int(blockIdx.x);
-  const int c = p.div_mult.div(k);
   const int img0 = int(blockIdx.y) * imgs_per_block;
   const int img1 = min(p.n, img0 + imgs_per_block);
-  const int ohw = p.OH * p.OW, rs = p.R * p.S;
-  const int count = (img1 - img0) * ohw;
-  for (int t0 = 0; t0 < rs; t0 += kTaps) {
-    float acc[kTaps];
-    int toff_y[kTaps], toff_x[kTaps];
+  const int rs = p.R * p.S;
+  const int count = (img1 - img0) * p.OH * p.OW;
+  for (int t0 = 0; t0 < rs; t0 += igemm::kDwTaps) {
+    float acc[igemm::kDwTaps];
+    int toff_y[igemm::kDwTaps], toff_x[igemm::kDwTaps];
+    igemm::dw_weight_taps(p, t0, acc, toff_y, toff_x);
+    for (int q = int(threadIdx.x); q < count; q += int(blockDim.x))
+      igemm::dw_weight_accumulate(p, dy, k, img0, q, toff_y, toff_x, acc);
 #pragma unroll
-    for (int t = 0; t < kTaps; ++t) {
-      acc[t] = 0.0f;
-      const int tap = min(t0 + t, rs - 1);
-      toff_y[t] = (tap / p.S) * p.dh - p.ph;
-      toff_x[t] = (tap % p.S) * p.dw - p.pw;
-    }
-    for (int q = int(threadIdx.x); q < count; q += int(blockDim.x)) {
-      int il, pix, oy, ox;
-      p.div_ohw.divmod(q, il, pix);
-      p.div_ow.divmod(pix, oy, ox);
-      const int img = img0 + il;
-      const float g = __ldg(dy + (int64_t(img) * p.K + k) * ohw + pix);
-      const float* xp = p.x + (int64_t(img) * p.C + c) * p.H * p.W;
-#pragma unroll
-      for (int t = 0; t < kTaps; ++t) {
-        const int iy = oy * p.sh + toff_y[t], ix = ox * p.sw + toff_x[t];
-        if (unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W)) acc[t] = fmaf(g, __ldg(xp + iy * p.W + ix), acc[t]);
-      }
-    }
-#pragma unroll
-    for (int t = 0; t < kTaps; ++t) {
+    for (int t = 0; t < igemm::kDwTaps; ++t) {
       const float v = block_sum(acc[t], red);
       if (threadIdx.x == 0 && t0 + t < rs) {
         float* dst = dw + int64_t(k) * rs + t0 + t;
@@ -308,15 +238,8 @@ void launch_igemm(igemm::Params& p, int groups, int splits, cudaStream_t s, cons
 }
 
 DwParams dw_params(const Conv2d& g, const float* x, const float* w, const float* bias, float* y) {
-  DwParams p{};
-  p.x = x; p.w = w; p.bias = bias; p.y = y;
-  p.n = int(g.n); p.C = int(g.c); p.H = int(g.h); p.W = int(g.w); p.K = int(g.k); p.OH = int(g.oh); p.OW = int(g.ow);
-  p.R = g.r; p.S = g.s; p.sh = g.sh; p.sw = g.sw; p.ph = g.ph; p.pw = g.pw; p.dh = g.dh; p.dw = g.dw;
-  p.mult = int(g.k / g.c);
-  p.div_ow = igemm::FastDiv(p.OW); p.div_ohw = igemm::FastDiv(p.OH * p.OW); p.div_k = igemm::FastDiv(p.K);
-  p.div_w = igemm::FastDiv(p.W); p.div_hw = igemm::FastDiv(p.H * p.W); p.div_c = igemm::FastDiv(p.C);
-  p.div_mult = igemm::FastDiv(p.mult); p.div_sh = igemm::FastDiv(p.sh); p.div_sw = igemm::FastDiv(p.sw);
-  return p;
+  return igemm::make_dw_params(g.n, g.c, g.h, g.w, g.k, g.oh, g.ow, g.r, g.s, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, x, w,
+                               bias, y);
 }
 
 }  // namespace

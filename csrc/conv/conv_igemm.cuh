@@ -18,6 +18,7 @@
 // registers that made the loaders spill under the 128-register cap of 2 blocks/SM.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -28,8 +29,10 @@
 
 #if defined(__CUDA_ARCH__)
 #define FL_LDG(p) __ldg(p)
+#define FL_UNROLL _Pragma("unroll")
 #else
 #define FL_LDG(p) (*(p))
+#define FL_UNROLL
 #endif
 
 namespace fl {
@@ -118,11 +121,11 @@ FL_HD void store_nchw(const Params& p, float* out, int ch, int planes, int plane
 #if defined(__CUDA_ARCH__)
     *reinterpret_cast<float4*>(dst) = make_float4(v[0] + add, v[1] + add, v[2] + add, v[3] + add);
 #else
-    for (int j = 0; j < 4; ++j) dst[j] = v[j] + add;
+    FL_UNROLL for (int j = 0; j < 4; ++j) dst[j] = v[j] + add;
 #endif
     return;
   }
-  for (int j = 0; j < 4; ++j) {
+  FL_UNROLL for (int j = 0; j < 4; ++j) {
     if (n + j >= ncols) break;
     int img, pix;
     div_plane.divmod(n + j, img, pix);
@@ -172,22 +175,22 @@ struct FwdOp {
   FL_HD void load_a(const Params& p, int k0, float (&r)[4]) const {
     const int kk = k0 + a_kq;
     if (!a_ok) {
-      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
     } else if (p.vec_a && kk + 3 < kend) {
 #if defined(__CUDA_ARCH__)
       const float4 v = __ldg(reinterpret_cast<const float4*>(a_row + k0));
       r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
 #else
-      for (int j = 0; j < 4; ++j) r[j] = a_row[k0 + j];
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = a_row[k0 + j];
 #endif
     } else {
-      for (int j = 0; j < 4; ++j) r[j] = kk + j < kend ? FL_LDG(a_row + k0 + j) : 0.0f;
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = kk + j < kend ? FL_LDG(a_row + k0 + j) : 0.0f;
     }
   }
   FL_HD void load_b(const Params& p, int k0, float (&r)[4]) const {
     const ConvGeom& g = p.g;
     const int kk = k0 + b_kk;
-    for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+    FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
     if (kk >= kend) return;
     int c, rs, ky, kx;
     g.div_rs.divmod(kk, c, rs);
@@ -198,13 +201,13 @@ struct FwdOp {
       const int iy = b_iy0 + ty;
       if (unsigned(iy) >= unsigned(g.H)) return;
       const float* src = p.b_src + (b_base + coff + iy * g.W);
-      for (int j = 0; j < 4; ++j) {
+      FL_UNROLL for (int j = 0; j < 4; ++j) {
         const int ix = b_ix0 + j * g.sw + tx;
         if (unsigned(ix) < unsigned(g.W)) r[j] = FL_LDG(src + ix);
       }
       return;
     }
-    for (int j = 0; j < 4; ++j) {
+    FL_UNROLL for (int j = 0; j < 4; ++j) {
       const int col = b_col0 + j;
       if (col >= p.N) break;
       int img, pix, oy, ox;
@@ -246,7 +249,7 @@ struct BwdDataOp {
     a_base = p.a_src + (group * g.Kg * g.Cg + (a_ok ? row : 0)) * g.rs;
     b_kk = tid >> 5;
     const int c0 = n0 + (tid & 31) * 4;
-    for (int j = 0; j < 4; ++j) {
+    FL_UNROLL for (int j = 0; j < 4; ++j) {
       const int col = c0 + j;
       if (col < p.N) {
         int img, pix, iy, ix;
@@ -266,12 +269,12 @@ struct BwdDataOp {
     const ConvGeom& g = p.g;
     const int kk0 = k0 + a_kq;
     if (!a_ok || kk0 >= kend) {
-      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
       return;
     }
     int k, rs;
     g.div_rs.divmod(kk0, k, rs);
-    for (int j = 0; j < 4; ++j) {  // walk (k, rs) along the 4 consecutive kk
+    FL_UNROLL for (int j = 0; j < 4; ++j) {  // walk (k, rs) along the 4 consecutive kk
       r[j] = kk0 + j < kend ? FL_LDG(a_base + (k * g.Cg * g.rs + rs)) : 0.0f;
       if (++rs == g.rs) {
         rs = 0;
@@ -283,7 +286,7 @@ struct BwdDataOp {
     const ConvGeom& g = p.g;
     const int kk = k0 + b_kk;
     if (kk >= kend) {
-      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
       return;
     }
     int k, rs, ky, kx;
@@ -291,7 +294,7 @@ struct BwdDataOp {
     g.div_s.divmod(rs, ky, kx);
     const int koff = k * g.ohw;
     const int dy_ = ky * g.dh, dx_ = kx * g.dw;
-    for (int j = 0; j < 4; ++j) {
+    FL_UNROLL for (int j = 0; j < 4; ++j) {
       const int a = b_ty[j] - dy_, b = b_tx[j] - dx_;
       float v = 0.0f;
       if (a >= 0 && b >= 0) {
@@ -349,7 +352,7 @@ struct BwdWeightOp {
     const ConvGeom& g = p.g;
     const int q0 = k0 + a_kq;
     if (!a_ok || q0 >= kend) {
-      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
       return;
     }
     int img, pix;
@@ -360,11 +363,11 @@ struct BwdWeightOp {
       const float4 v = __ldg(reinterpret_cast<const float4*>(src));
       r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
 #else
-      for (int j = 0; j < 4; ++j) r[j] = src[j];
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = src[j];
 #endif
       return;
     }
-    for (int j = 0; j < 4; ++j) {
+    FL_UNROLL for (int j = 0; j < 4; ++j) {
       r[j] = q0 + j < kend ? FL_LDG(a_chan + (img * g.khw_out + pix)) : 0.0f;
       if (++pix == g.ohw) {
         pix = 0;
@@ -376,13 +379,13 @@ struct BwdWeightOp {
     const ConvGeom& g = p.g;
     const int q0 = k0 + b_kq;
     if (!b_ok || q0 >= kend) {
-      for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
       return;
     }
     int img, pix, oy, ox;
     g.div_ohw.divmod(q0, img, pix);
     g.div_ow.divmod(pix, oy, ox);
-    for (int j = 0; j < 4; ++j) {
+    FL_UNROLL for (int j = 0; j < 4; ++j) {
       float v = 0.0f;
       if (q0 + j < kend) {
         const int iy = oy * g.sh + b_dy, ix = ox * g.sw + b_dx;
@@ -402,7 +405,7 @@ struct BwdWeightOp {
   FL_HD void store(const Params& p, int group, int m, int n, const float (&v)[4]) const {
     if (m >= p.M || n >= p.N) return;
     float* dst = p.out + ((group * p.g.Kg + m) * p.N + n);
-    for (int j = 0; j < 4; ++j) {
+    FL_UNROLL for (int j = 0; j < 4; ++j) {
       if (n + j >= p.N) break;
       if (p.atomic_out) {
 #if defined(__CUDA_ARCH__)
@@ -416,6 +419,113 @@ struct BwdWeightOp {
     }
   }
 };
+
+// ---- depthwise (groups == C, K = mult * C): direct per-element bodies ------------------------
+struct DwParams {
+  const float* x;
+  const float* w;
+  const float* bias;  // forward: per output channel k; data gradient: per channel c (conv_transpose2d)
+  float* y;
+  int n, C, H, W, K, OH, OW, R, S, sh, sw, ph, pw, dh, dw, mult;
+  FastDiv div_ow, div_ohw, div_k, div_w, div_hw, div_c, div_mult, div_sh, div_sw;
+};
+
+inline DwParams make_dw_params(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t oh, int64_t ow, int r,
+                               int s, int sh, int sw, int ph, int pw, int dh, int dw, const float* x, const float* wt,
+                               const float* bias, float* y) {
+  DwParams p{};
+  p.x = x; p.w = wt; p.bias = bias; p.y = y;
+  p.n = int(n); p.C = int(c); p.H = int(h); p.W = int(w); p.K = int(k); p.OH = int(oh); p.OW = int(ow);
+  p.R = r; p.S = s; p.sh = sh; p.sw = sw; p.ph = ph; p.pw = pw; p.dh = dh; p.dw = dw;
+  p.mult = int(k / c);
+  p.div_ow = FastDiv(p.OW); p.div_ohw = FastDiv(p.OH * p.OW); p.div_k = FastDiv(p.K);
+  p.div_w = FastDiv(p.W); p.div_hw = FastDiv(p.H * p.W); p.div_c = FastDiv(p.C);
+  p.div_mult = FastDiv(p.mult); p.div_sh = FastDiv(p.sh); p.div_sw = FastDiv(p.sw);
+  return p;
+}
+
+// y at flat index e of (n, K, OH, OW).
+FL_HD float dw_forward_at(const DwParams& p, int e) {
+  int plane, pix, oy, ox, img, k;
+  p.div_ohw.divmod(e, plane, pix);
+  p.div_ow.divmod(pix, oy, ox);
+  p.div_k.divmod(plane, img, k);
+  const int c = p.div_mult.div(k);
+  const float* xp = p.x + (int64_t(img) * p.C + c) * p.H * p.W;
+  const float* wp = p.w + int64_t(k) * p.R * p.S;
+  const int iy0 = oy * p.sh - p.ph, ix0 = ox * p.sw - p.pw;
+  float acc = p.bias ? FL_LDG(p.bias + k) : 0.0f;
+  for (int r = 0; r < p.R; ++r) {
+    const int iy = iy0 + r * p.dh;
+    if (unsigned(iy) >= unsigned(p.H)) continue;
+    const float* row = xp + iy * p.W;
+    for (int s = 0; s < p.S; ++s) {
+      const int ix = ix0 + s * p.dw;
+      if (unsigned(ix) < unsigned(p.W)) acc = fmaf(FL_LDG(wp + r * p.S + s), FL_LDG(row + ix), acc);
+    }
+  }
+  return acc;
+}
+
+// dx at flat index e of (n, C, H, W).
+FL_HD float dw_backward_data_at(const DwParams& p, const float* dy, int e) {
+  int plane, pix, iy, ix, img, c;
+  p.div_hw.divmod(e, plane, pix);
+  p.div_w.divmod(pix, iy, ix);
+  p.div_c.divmod(plane, img, c);
+  float acc = p.bias ? FL_LDG(p.bias + c) : 0.0f;
+  for (int m = 0; m < p.mult; ++m) {
+    const int k = c * p.mult + m;
+    const float* gp = dy + (int64_t(img) * p.K + k) * p.OH * p.OW;
+    const float* wp = p.w + int64_t(k) * p.R * p.S;
+    for (int r = 0; r < p.R; ++r) {
+      const int a = iy + p.ph - r * p.dh;
+      if (a < 0) break;  // a decreases with r
+      int oy, ry;
+      p.div_sh.divmod(a, oy, ry);
+      if (ry != 0 || oy >= p.OH) continue;
+      for (int s = 0; s < p.S; ++s) {
+        const int b = ix + p.pw - s * p.dw;
+        if (b < 0) break;
+        int ox, rx;
+        p.div_sw.divmod(b, ox, rx);
+        if (rx != 0 || ox >= p.OW) continue;
+        acc = fmaf(FL_LDG(wp + r * p.S + s), FL_LDG(gp + oy * p.OW + ox), acc);
+      }
+    }
+  }
+  return acc;
+}
+
+// Weight gradient: taps t0 .. t0 + kDwTaps - 1 of channel k accumulated in registers; q runs
+// over (image - img0, output pixel) of the block's images.
+constexpr int kDwTaps = 9;
+FL_HD void dw_weight_taps(const DwParams& p, int t0, float (&acc)[kDwTaps], int (&toff_y)[kDwTaps],
+                          int (&toff_x)[kDwTaps]) {
+  const int rs = p.R * p.S;
+  FL_UNROLL
+  for (int t = 0; t < kDwTaps; ++t) {
+    acc[t] = 0.0f;
+    const int tap = t0 + t < rs ? t0 + t : rs - 1;  // past the end: a duplicate, never stored
+    toff_y[t] = (tap / p.S) * p.dh - p.ph;
+    toff_x[t] = (tap % p.S) * p.dw - p.pw;
+  }
+}
+FL_HD void dw_weight_accumulate(const DwParams& p, const float* dy, int k, int img0, int q, const int (&toff_y)[kDwTaps],
+                                const int (&toff_x)[kDwTaps], float (&acc)[kDwTaps]) {
+  int il, pix, oy, ox;
+  p.div_ohw.divmod(q, il, pix);
+  p.div_ow.divmod(pix, oy, ox);
+  const int img = img0 + il;
+  const int c = p.div_mult.div(k);
+  const float g = FL_LDG(dy + (int64_t(img) * p.K + k) * p.OH * p.OW + pix);
+  const float* xp = p.x + (int64_t(img) * p.C + c) * p.H * p.W;
+  FL_UNROLL
+  for (int t = 0; t < kDwTaps; ++t) {
+    const int iy = oy * p.sh + toff_y[t], ix = ox * p.sw + toff_x[t];
+    if (unsigned(iy) < unsigned(p.H) && unsigned(ix) < unsigned(p.W)) acc[t] = fmaf(g, FL_LDG(xp + iy * p.W + ix), acc[t]);
+  }
+}
 
 // Grouped tile order (gemm.cu's): 8 tile-rows swept column by column, for L2 reuse.
 FL_HD void tile_coords(int pid, int tiles_m, int tiles_n, int& tm, int& tn) {
