@@ -31,41 +31,11 @@
 #include "core/cuda_math.cuh"
 #include "gemm/gemm_cuda.h"
 #include "rnn/rnn_cuda.h"
+#include "rnn/rnn_step.cuh"
 
 namespace fl {
 namespace cuda {
 namespace {
-
-enum Kind { kFwdLstm = 0, kFwdRnn = 1, kBwd = 2 };
-
-struct StepArgs {
-  int mode;  // 0 lstm, 1 tanh, 2 relu
-  int B, H, K;
-  const float* X;  // (B, K) rows with stride ldx; null: the product is zero (h0 absent, first backward launch)
-  int ldx;
-  const float* W;  // row-major rows of length K: W_hh (forward) or W_hh^T (backward)
-  // forward epilogue
-  const float* xg;    // this step's input projections (B, G*H)
-  const float* b_hh;  // (G*H) or null
-  const float* c_prev;  // (B, H) or null (zeros)
-  float* c_out;         // (B, H) (may equal c_prev: each element is read, then written, by one thread)
-  float* h_out;         // rows of stride ldh
-  int ldh;
-  float* gates;         // (B, 4H) or null
-  // backward epilogue
-  const float* add;   // (B, H) added to the product (dh_n on the first launch) or null
-  bool has_step;      // false on the last launch: write dh0 / dc0 instead
-  const float* dy;    // this step's output gradient rows (stride ldy); h_t (RNN) has the same layout
-  const float* h_t;
-  int ldy;
-  const float* g_t;   // LSTM reserve at t (B, 4H)
-  const float* c_t;   // (B, H)
-  const float* cp_t;  // cell state before t (B, H) or null (zeros)
-  float* dg;          // dgates at t (B, G*H)
-  float* dc;          // running dc (B, H), in/out
-  float* dh0;
-  float* dc0;
-};
 
 __device__ __forceinline__ float dot4(const float4 a, const float4 b, float acc) {
   acc = fmaf(a.x, b.x, acc);
@@ -76,8 +46,8 @@ __device__ __forceinline__ float dot4(const float4 a, const float4 b, float acc)
 
 template <int KIND, int BPT, bool VEC>
 __global__ void __launch_bounds__(256) rnn_step_kernel(const StepArgs a) {
-  constexpr int BU = KIND == kFwdLstm ? 8 : 32;  // hidden units per block
-  constexpr int BB = 4 * BPT;                    // batch rows per block
+  constexpr int BU = step_units<KIND>();  // hidden units per block
+  constexpr int BB = 4 * BPT;             // batch rows per block
   __shared__ float S[32][BB + 1];
   const int tid = int(threadIdx.x), ks = tid & 7, og = tid >> 3, rq = og & 7, bp = og >> 3;
   const int u0 = int(blockIdx.x) * BU, b0 = int(blockIdx.y) * BB;
@@ -88,11 +58,9 @@ __global__ void __launch_bounds__(256) rnn_step_kernel(const StepArgs a) {
     const float* xr[BPT];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int r = rq * 4 + i;
-      const int unit = u0 + (KIND == kFwdLstm ? r % BU : r);
-      const int gate = KIND == kFwdLstm ? r / BU : 0;
       // Rows past the end read row 0 (always valid memory); their sums are never used.
-      wr[i] = a.W + int64_t(unit < H ? gate * H + unit : 0) * K;
+      const int row = step_w_row<KIND>(u0, rq * 4 + i, H);
+      wr[i] = a.W + int64_t(row < 0 ? 0 : row) * K;
     }
 #pragma unroll
     for (int j = 0; j < BPT; ++j) {
@@ -148,54 +116,10 @@ __global__ void __launch_bounds__(256) rnn_step_kernel(const StepArgs a) {
     const int u = e % BU, bl = e / BU;
     const int b = b0 + bl, unit = u0 + u;
     if (b >= a.B || unit >= H) continue;
-    const int64_t bh = int64_t(b) * H + unit;
-    if (KIND == kFwdLstm) {
-      const float* xg = a.xg + int64_t(b) * 4 * H + unit;
-      float pre[4];
+    float sv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-      for (int g = 0; g < 4; ++g) pre[g] = S[g * BU + u][bl] + xg[g * H] + (a.b_hh ? __ldg(a.b_hh + g * H + unit) : 0.0f);
-      const float ig = sigmoid_d(pre[0]), fg = sigmoid_d(pre[1]), gg = tanh_d(pre[2]), og_ = sigmoid_d(pre[3]);
-      const float cp = a.c_prev ? a.c_prev[bh] : 0.0f;
-      const float c = fmaf(fg, cp, ig * gg);
-      a.c_out[bh] = c;
-      a.h_out[int64_t(b) * a.ldh + unit] = og_ * tanh_d(c);
-      if (a.gates) {
-        float* gt = a.gates + int64_t(b) * 4 * H + unit;
-        gt[0] = ig;
-        gt[H] = fg;
-        gt[2 * H] = gg;
-        gt[3 * H] = og_;
-      }
-    } else if (KIND == kFwdRnn) {
-      const float pre = S[u][bl] + a.xg[bh] + (a.b_hh ? __ldg(a.b_hh + unit) : 0.0f);
-      a.h_out[int64_t(b) * a.ldh + unit] = a.mode == 1 ? tanh_d(pre) : relu_d(pre);
-    } else {
-      const float s = S[u][bl] + (a.add ? a.add[bh] : 0.0f);
-      if (!a.has_step) {
-        a.dh0[bh] = s;
-        if (a.dc0) a.dc0[bh] = a.dc[bh];
-        continue;
-      }
-      const float dh = s + a.dy[int64_t(b) * a.ldy + unit];
-      if (a.mode == 0) {
-        const float* gt = a.g_t + int64_t(b) * 4 * H + unit;
-        const float ig = gt[0], fg = gt[H], gg = gt[2 * H], og_ = gt[3 * H];
-        const float c = a.c_t[bh];
-        const float cp = a.cp_t ? a.cp_t[bh] : 0.0f;
-        const float tc = tanh_d(c);
-        const float dcv = a.dc[bh] + dh * og_ * (1.0f - tc * tc);
-        float* d = a.dg + int64_t(b) * 4 * H + unit;
-        d[0] = dcv * gg * ig * (1.0f - ig);
-        d[H] = dcv * cp * fg * (1.0f - fg);
-        d[2 * H] = dcv * ig * (1.0f - gg * gg);
-        d[3 * H] = dh * tc * og_ * (1.0f - og_);
-        a.dc[bh] = dcv * fg;
-      } else {
-        const float h = a.h_t[int64_t(b) * a.ldy + unit];
-        const float dd = a.mode == 1 ? 1.0f - h * h : (h > 0.0f ? 1.0f : 0.0f);
-        a.dg[bh] = dh * dd;
-      }
-    }
+    for (int g = 0; g < (KIND == kFwdLstm ? 4 : 1); ++g) sv[g] = S[g * BU + u][bl];
+    step_epilogue<KIND>(a, sv, b, unit);
   }
 }
 
@@ -253,7 +177,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 template <int KIND>
 void launch_step(const StepArgs& a, int bpt, cudaStream_t s) {
-  constexpr int BU = KIND == kFwdLstm ? 8 : 32;
+  constexpr int BU = step_units<KIND>();
   const bool vec = a.X == nullptr ||
                    (a.K % 4 == 0 && a.ldx % 4 == 0 && aligned16(a.X) && aligned16(a.W));
   const int64_t bb = 4 * bpt;
