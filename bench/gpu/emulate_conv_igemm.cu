@@ -25,19 +25,20 @@ struct Case {
 
 static int out_size(int in, int pad_total, int d, int k, int s) { return (in + pad_total - d * (k - 1) - 1) / s + 1; }
 
-// One emulated launch of igemm_kernel<Op> over grid (tiles, groups, splits).
+// One emulated launch of igemm_kernel<Op, BM> over grid (tiles, groups, splits).
 template <class Op>
-static void run_engine(const Params& p0, int groups, int splits) {
+static void run_engine(const Params& p0, int BM, int groups, int splits) {
   Params p = p0;
-  p.tiles_m = (p.M + kBM - 1) / kBM;
+  p.tiles_m = (p.M + BM - 1) / BM;
   p.tiles_n = (p.N + kBN - 1) / kBN;
-  std::vector<float> As(kBK * kBM), Bs(kBK * kBN);
+  const int MI = BM / 16;
+  std::vector<float> As(kBK * BM), Bs(kBK * kBN);
   for (int z = 0; z < splits; ++z)
     for (int gy = 0; gy < groups; ++gy)
       for (int bx = 0; bx < p.tiles_m * p.tiles_n; ++bx) {
         int tm, tn;
         tile_coords(bx, p.tiles_m, p.tiles_n, tm, tn);
-        const int m0 = tm * kBM, n0 = tn * kBN;
+        const int m0 = tm * BM, n0 = tn * kBN;
         std::vector<Op> ops;
         ops.reserve(kThreads);
         for (int t = 0; t < kThreads; ++t) ops.emplace_back(p, t, m0, n0, gy, z);
@@ -45,17 +46,20 @@ static void run_engine(const Params& p0, int groups, int splits) {
         const int kb = ops[0].kbegin, ke = ops[0].kend;
         for (int t = 1; t < kThreads; ++t)
           if (ops[t].kbegin != kb || ops[t].kend != ke) { std::printf("FAIL: threads disagree on k range\n"); std::exit(1); }
-        const int ktiles = (ke - kb + kBK - 1) / kBK;
-        for (int kt = 0; kt < ktiles; ++kt) {
-          const int k0 = kb + kt * kBK;
+        for (int k0 = kb; k0 < ke; k0 += kBK) {
+          std::fill(As.begin(), As.end(), NAN);  // a cell no loader writes would poison the result
+          std::fill(Bs.begin(), Bs.end(), NAN);
           for (int t = 0; t < kThreads; ++t) {
             float ra[4], rb[4];
-            ops[t].load_a(p, k0, ra);
+            const bool a_loader = BM == 128 || t < 128;
+            if (a_loader) ops[t].load_a(p, k0, ra);
             ops[t].load_b(p, k0, rb);
             const int l_row = t >> 1, l_kq = (t & 1) * 4, l_kk = t >> 5, l_cq = (t & 31) * 4;
             for (int j = 0; j < 4; ++j) {
-              if (Op::A_KCONTIG) As[(l_kq + j) * kBM + l_row] = ra[j];
-              else As[l_kk * kBM + l_cq + j] = ra[j];
+              if (a_loader) {
+                if (Op::A_KCONTIG) As[(l_kq + j) * BM + l_row] = ra[j];
+                else As[l_kk * BM + l_cq + j] = ra[j];
+              }
               if (Op::B_KCONTIG) Bs[(l_kq + j) * kBN + l_row] = rb[j];
               else Bs[l_kk * kBN + l_cq + j] = rb[j];
             }
@@ -63,17 +67,17 @@ static void run_engine(const Params& p0, int groups, int splits) {
           for (int t = 0; t < kThreads; ++t) {
             const int tx = t & 15, ty = t >> 4;
             for (int kk = 0; kk < kBK; ++kk)
-              for (int i = 0; i < 8; ++i)
+              for (int i = 0; i < MI; ++i)
                 for (int j = 0; j < 8; ++j) {
                   const int mi = i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4);
                   const int nj = j < 4 ? tx * 4 + j : 64 + tx * 4 + (j - 4);
-                  acc[size_t(t) * 64 + i * 8 + j] += As[kk * kBM + mi] * Bs[kk * kBN + nj];
+                  acc[size_t(t) * 64 + i * 8 + j] += As[kk * BM + mi] * Bs[kk * kBN + nj];
                 }
           }
         }
         for (int t = 0; t < kThreads; ++t) {
           const int tx = t & 15, ty = t >> 4;
-          for (int i = 0; i < 8; ++i) {
+          for (int i = 0; i < MI; ++i) {
             const int row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4));
             for (int h = 0; h < 2; ++h) {
               const float v[4] = {acc[size_t(t) * 64 + i * 8 + h * 4], acc[size_t(t) * 64 + i * 8 + h * 4 + 1],
@@ -85,6 +89,14 @@ static void run_engine(const Params& p0, int groups, int splits) {
       }
 }
 
+// conv.cu's set_split: slice length a multiple of 8; returns the slice count.
+static int set_split(Params& p, int splits) {
+  int kc = (p.Kdim + splits - 1) / splits;
+  kc = std::max(kBK, (kc + kBK - 1) / kBK * kBK);
+  p.k_chunk = kc;
+  return std::max(1, (p.Kdim + kc - 1) / kc);
+}
+
 static double max_rel(const std::vector<float>& got, const std::vector<double>& want) {
   double scale = 1e-30, err = 0;
   for (double v : want) scale = std::max(scale, std::fabs(v));
@@ -92,7 +104,7 @@ static double max_rel(const std::vector<float>& got, const std::vector<double>& 
   return err / scale;
 }
 
-static bool run_case(const Case& cs, std::mt19937& rng, int split_hint) {
+static bool run_case(const Case& cs, std::mt19937& rng, int split_hint, int BM) {
   const int OH = out_size(cs.h, 2 * cs.ph + cs.pad_extra_h, cs.dh, cs.r, cs.sh);
   const int OW = out_size(cs.w, 2 * cs.pw, cs.dw, cs.s, cs.sw);
   const int Cg = cs.c / cs.groups, Kg = cs.k / cs.groups;
@@ -134,23 +146,29 @@ static bool run_case(const Case& cs, std::mt19937& rng, int split_hint) {
   bool ok = true;
   // forward (vec paths emulated: the host loaders take the same branches as the device ones)
   {
-    std::vector<float> y(dy.size(), NAN);
     Params p = base;
-    p.a_src = wt.data(); p.b_src = x.data(); p.bias = bias.data(); p.out = y.data();
+    p.a_src = wt.data(); p.b_src = x.data(); p.bias = bias.data();
     p.M = Kg; p.N = cs.n * OH * OW; p.Kdim = Cg * cs.r * cs.s;
     p.vec_a = p.Kdim % 4 == 0;
     p.vec_out = (OH * OW) % 4 == 0;
-    run_engine<FwdOp>(p, cs.groups, 1);
+    const int splits = set_split(p, split_hint);
+    p.atomic_out = splits > 1;
+    std::vector<float> y(dy.size(), p.atomic_out ? 0.0f : NAN);
+    p.out = y.data();
+    run_engine<FwdOp>(p, BM, cs.groups, splits);
     const double e = max_rel(y, y_ref);
     if (!(e < 1e-5)) { std::printf("  forward max rel err %.3g\n", e); ok = false; }
   }
   {
-    std::vector<float> dx(x.size(), NAN);
     Params p = base;
-    p.a_src = wt.data(); p.b_src = dy.data(); p.bias = bias_c.data(); p.out = dx.data();
+    p.a_src = wt.data(); p.b_src = dy.data(); p.bias = bias_c.data();
     p.M = Cg; p.N = cs.n * cs.h * cs.w; p.Kdim = Kg * cs.r * cs.s;
     p.vec_out = (cs.h * cs.w) % 4 == 0;
-    run_engine<BwdDataOp>(p, cs.groups, 1);
+    const int splits = set_split(p, split_hint);
+    p.atomic_out = splits > 1;
+    std::vector<float> dx(x.size(), p.atomic_out ? 0.0f : NAN);
+    p.out = dx.data();
+    run_engine<BwdDataOp>(p, BM, cs.groups, splits);
     const double e = max_rel(dx, dx_ref);
     if (!(e < 1e-5)) { std::printf("  backward data max rel err %.3g\n", e); ok = false; }
   }
@@ -159,15 +177,11 @@ static bool run_case(const Case& cs, std::mt19937& rng, int split_hint) {
     p.a_src = dy.data(); p.b_src = x.data(); p.bias = nullptr;
     p.M = Kg; p.N = Cg * cs.r * cs.s; p.Kdim = cs.n * OH * OW;
     p.vec_a = (OH * OW) % 4 == 0;
-    int splits = split_hint;
-    int kc = (p.Kdim + splits - 1) / splits;
-    kc = (kc + kBK - 1) / kBK * kBK;
-    splits = (p.Kdim + kc - 1) / kc;
-    p.k_chunk = kc;
+    const int splits = set_split(p, split_hint);
     p.atomic_out = splits > 1;
     std::vector<float> dw(wt.size(), p.atomic_out ? 0.0f : NAN);
     p.out = dw.data();
-    run_engine<BwdWeightOp>(p, cs.groups, splits);
+    run_engine<BwdWeightOp>(p, BM, cs.groups, splits);
     const double e = max_rel(dw, dw_ref);
     if (!(e < 1e-5)) { std::printf("  backward weight (splits %d) max rel err %.3g\n", splits, e); ok = false; }
   }
@@ -238,9 +252,10 @@ int main() {
   };
   int failed = 0, i = 0;
   for (const Case& cs : cases) {
-    for (int split : {1, 3}) {
-      const bool ok = run_case(cs, rng, split);
-      std::printf("case %2d split %d: n=%d c=%d %dx%d k=%d %dx%d s=%d,%d p=%d,%d(+%d) d=%d,%d g=%d  %s\n", i, split,
+    for (int cfg = 0; cfg < 3; ++cfg) {
+      const int split = cfg == 1 ? 3 : 1, BM = cfg == 2 ? 64 : 128;  // (1, 128), (3, 128), (1, 64)
+      const bool ok = run_case(cs, rng, split, BM);
+      std::printf("case %2d split %d BM %3d: n=%d c=%d %dx%d k=%d %dx%d s=%d,%d p=%d,%d(+%d) d=%d,%d g=%d  %s\n", i, split, BM,
                   cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.s, cs.sh, cs.sw, cs.ph, cs.pw, cs.pad_extra_h, cs.dh, cs.dw,
                   cs.groups, ok ? "ok" : "FAIL");
       failed += !ok;

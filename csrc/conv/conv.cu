@@ -2,8 +2,9 @@
 // direct kernels for depthwise, a per-channel reduction for the bias gradient. Contract in
 // conv_cuda.h.
 //
-// Implicit GEMM engine (igemm_kernel): gemm.cu's float32 tile - 128x128x8 block tile, 256
-// threads, 8x8 results per thread split 4+4 in each direction so every shared read is a
+// Implicit GEMM engine (igemm_kernel): gemm.cu's float32 tile - 128x128x8 block tile (64x128
+// for layers of <= 64 channels per group, where a 128-row tile would be half padding), 256
+// threads, 8x8 (4x8) results per thread split 4+4 in each direction so every shared read is a
 // float4, two shared buffers, the next k-tile's global loads in flight while the current one
 // is multiplied (one barrier per k-tile). The operands are never materialised: each thread
 // gathers its 4 elements of A and B straight from NCHW memory with the index state it set
@@ -12,8 +13,12 @@
 //   forward      M = K/groups (output channels), N = n*OH*OW, K = C/groups*R*S
 //   backward x   M = C/groups, N = n*H*W, K = K/groups*R*S (stride > 1: the taps that do not
 //                land on an output are zeros of the gather; wasted FMAs, not wrong ones)
-//   backward w   M = K/groups, N = C/groups*R*S, K = n*OH*OW split over gridDim.z into slices
-//                accumulated with atomicAdd (order of the partial sums is not deterministic)
+//   backward w   M = K/groups, N = C/groups*R*S, K = n*OH*OW
+// Split-K (gridDim.z): when the tiles alone fill less than ~2 waves (2 blocks/SM) - always for
+// the weight gradient, and for the deep layers of the other two passes (ResNet's 512 x 7x7 at
+// batch 32 is 52 tiles of 128x128 for 132 SMs) - the reduction is cut into slices whose partial
+// sums meet through atomicAdd in a zeroed output (the summation order, hence the last bits, is
+// then not deterministic run to run).
 // Groups go over gridDim.y.
 //
 // Depthwise (groups == C, one input channel per group, K = mult*C): one thread per output
@@ -33,29 +38,36 @@ namespace cuda {
 namespace {
 
 using igemm::kBK;
-using igemm::kBM;
 using igemm::kBN;
 using igemm::kThreads;
-constexpr int kPad = 4;  // shared rows 132 floats: the transposed stores of kq and kq+4 land 16 banks apart
+constexpr int kPad = 4;  // shared rows BM+4 floats: the transposed stores of kq and kq+4 land 16 banks apart
 
-template <class Op>
+// BM = 128: 8x8 results per thread (64 FMA per 4 shared float4 loads); BM = 64 (layers with
+// <= 64 output channels per group, where a 128-row tile would be half padding): 4x8.
+template <class Op, int BM>
 __global__ void __launch_bounds__(kThreads, 2) igemm_kernel(const igemm::Params p) {
-  __shared__ __align__(16) float As[2][kBK][kBM + kPad];
+  static_assert(BM == 128 || BM == 64, "tile rows");
+  static_assert(BM == 128 || Op::A_KCONTIG, "BM = 64 loads A in the k-contiguous role");
+  constexpr int MI = BM / 16;  // result rows per thread
+  __shared__ __align__(16) float As[2][kBK][BM + kPad];
   __shared__ __align__(16) float Bs[2][kBK][kBN + kPad];
   int tm, tn;
   igemm::tile_coords(int(blockIdx.x), p.tiles_m, p.tiles_n, tm, tn);
   const int group = int(blockIdx.y), split = int(blockIdx.z);
-  const int m0 = tm * kBM, n0 = tn * kBN;
+  const int m0 = tm * BM, n0 = tn * kBN;
   const int tid = int(threadIdx.x);
   const Op op(p, tid, m0, n0, group, split);
+  const bool a_loader = BM == 128 || tid < 128;  // warp-uniform
 
   const int l_row = tid >> 1, l_kq = (tid & 1) * 4;  // k-contiguous role
   const int l_kk = tid >> 5, l_cq = (tid & 31) * 4;  // m/n-contiguous role
   float ra[4], rb[4];
   auto store_a = [&](int buf) {
     if (Op::A_KCONTIG) {
+      if (a_loader) {
 #pragma unroll
-      for (int j = 0; j < 4; ++j) As[buf][l_kq + j][l_row] = ra[j];
+        for (int j = 0; j < 4; ++j) As[buf][l_kq + j][l_row] = ra[j];
+      }
     } else {
       *reinterpret_cast<float4*>(&As[buf][l_kk][l_cq]) = make_float4(ra[0], ra[1], ra[2], ra[3]);
     }
@@ -68,39 +80,42 @@ __global__ void __launch_bounds__(kThreads, 2) igemm_kernel(const igemm::Params 
       *reinterpret_cast<float4*>(&Bs[buf][l_kk][l_cq]) = make_float4(rb[0], rb[1], rb[2], rb[3]);
     }
   };
+  auto load = [&](int k0) {
+    if (a_loader) op.load_a(p, k0, ra);
+    op.load_b(p, k0, rb);
+  };
 
   const int tx = tid & 15, ty = tid >> 4;
-  float acc[8][8];
+  float acc[MI][8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i)
+  for (int i = 0; i < MI; ++i)
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
 
-  const int ktiles = (op.kend - op.kbegin + kBK - 1) / kBK;
-  if (ktiles > 0) {
-    op.load_a(p, op.kbegin, ra);
-    op.load_b(p, op.kbegin, rb);
+  const int kend = op.kend;
+  if (op.kbegin < kend) {
+    load(op.kbegin);
     store_a(0);
     store_b(0);
     __syncthreads();
-    for (int kt = 0; kt < ktiles; ++kt) {
-      const int buf = kt & 1;
-      const bool more = kt + 1 < ktiles;
-      if (more) {
-        const int k1 = op.kbegin + (kt + 1) * kBK;
-        op.load_a(p, k1, ra);
-        op.load_b(p, k1, rb);
-      }
+    int buf = 0;
+    for (int k0 = op.kbegin; k0 < kend; k0 += kBK, buf ^= 1) {
+      const bool more = k0 + kBK < kend;
+      if (more) load(k0 + kBK);  // global loads in flight during the FMAs
 #pragma unroll
       for (int kk = 0; kk < kBK; ++kk) {
+        float af[MI];
         const float4 a0 = *reinterpret_cast<const float4*>(&As[buf][kk][ty * 4]);
-        const float4 a1 = *reinterpret_cast<const float4*>(&As[buf][kk][64 + ty * 4]);
+        af[0] = a0.x; af[1] = a0.y; af[2] = a0.z; af[3] = a0.w;
+        if (MI == 8) {
+          const float4 a1 = *reinterpret_cast<const float4*>(&As[buf][kk][(64 + ty * 4) % BM]);
+          af[MI - 4] = a1.x; af[MI - 3] = a1.y; af[MI - 2] = a1.z; af[MI - 1] = a1.w;
+        }
         const float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][kk][tx * 4]);
         const float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][kk][64 + tx * 4]);
-        const float af[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
         const float bf[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
 #pragma unroll
-        for (int i = 0; i < 8; ++i)
+        for (int i = 0; i < MI; ++i)
 #pragma unroll
           for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(af[i], bf[j], acc[i][j]);
       }
@@ -113,7 +128,7 @@ __global__ void __launch_bounds__(kThreads, 2) igemm_kernel(const igemm::Params 
   }
 
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < MI; ++i) {
     const int row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -228,12 +243,35 @@ igemm::Params base_params(const Conv2d& g) {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+// Tile rows for a GEMM of M rows (per group): 64 when a 128-row tile would be mostly padding.
+int pick_bm(int M) { return M <= 64 ? 64 : 128; }
+
+// Reduction slices so that ~2 waves of blocks run (2 blocks/SM): the deep layers (512 channels
+// at 7x7, batch 32: 4 x 13 tiles of 128 for 132 SMs) would otherwise leave most SMs idle.
+// Each slice keeps >= `min_slice` of the reduction; partial sums meet through atomics.
+int pick_splits(int64_t tiles, int64_t kdim, int64_t min_slice, int sms) {
+  int64_t splits = std::max<int64_t>(1, (2 * sms + tiles - 1) / tiles);
+  splits = std::min<int64_t>({splits, std::max<int64_t>(1, kdim / min_slice), 64});
+  return int(splits);
+}
+
+// Sets p.k_chunk (a multiple of 8) and p.atomic_out; returns the number of slices.
+int set_split(igemm::Params& p, int splits) {
+  int64_t kc = (int64_t(p.Kdim) + splits - 1) / splits;
+  kc = std::max<int64_t>(kBK, (kc + kBK - 1) / kBK * kBK);
+  p.k_chunk = int(kc);
+  const int n = int((p.Kdim + kc - 1) / kc);
+  return n < 1 ? 1 : n;
+}
+
 template <class Op>
-void launch_igemm(igemm::Params& p, int groups, int splits, cudaStream_t s, const char* name) {
-  p.tiles_m = (p.M + kBM - 1) / kBM;
+void launch_igemm(igemm::Params& p, int bm, int groups, int splits, cudaStream_t s, const char* name) {
+  p.tiles_m = (p.M + bm - 1) / bm;
   p.tiles_n = (p.N + kBN - 1) / kBN;
   FL_CHECK(groups <= 65535 && splits <= 65535, name, ": too many groups (", groups, ")");
-  igemm_kernel<Op><<<dim3(unsigned(p.tiles_m * p.tiles_n), unsigned(groups), unsigned(splits)), kThreads, 0, s>>>(p);
+  const dim3 grid(unsigned(p.tiles_m * p.tiles_n), unsigned(groups), unsigned(splits));
+  if (bm == 64) igemm_kernel<Op, 64><<<grid, kThreads, 0, s>>>(p);
+  else igemm_kernel<Op, 128><<<grid, kThreads, 0, s>>>(p);
   check_launch(name);
 }
 
@@ -251,6 +289,7 @@ void conv2d_forward(const float* x, const float* weight, const float* bias, floa
   check_geometry(g, "conv2d");
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t chunk = image_chunk(g);
+  const int sms = g.n > 0 ? sm_count() : 1;
   for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
     Conv2d c = g;
     c.n = std::min(chunk, g.n - i0);
@@ -272,7 +311,13 @@ void conv2d_forward(const float* x, const float* weight, const float* bias, floa
     p.Kdim = p.g.Cg * p.g.rs;
     p.vec_a = aligned16(weight) && p.Kdim % 4 == 0;
     p.vec_out = aligned16(yc) && p.g.ohw % 4 == 0;
-    launch_igemm<igemm::FwdOp>(p, c.groups, 1, s, "conv2d_forward (igemm_kernel)");
+    const int bm = pick_bm(p.M);
+    const int64_t tiles = int64_t((p.M + bm - 1) / bm) * ((p.N + kBN - 1) / kBN) * c.groups;
+    const int splits = set_split(p, pick_splits(tiles, p.Kdim, 512, sms));
+    p.atomic_out = splits > 1;
+    if (p.atomic_out)
+      FL_CUDA_CHECK(cudaMemsetAsync(yc, 0, size_t(c.n * c.k * c.oh * c.ow) * sizeof(float), s));
+    launch_igemm<igemm::FwdOp>(p, bm, c.groups, splits, s, "conv2d_forward (igemm_kernel)");
   }
 }
 
@@ -281,6 +326,7 @@ void conv2d_backward_data(const float* dy, const float* weight, const float* bia
   check_geometry(g, "conv2d_backward_data");
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t chunk = image_chunk(g);
+  const int sms = g.n > 0 ? sm_count() : 1;
   for (int64_t i0 = 0; i0 < g.n; i0 += chunk) {
     Conv2d c = g;
     c.n = std::min(chunk, g.n - i0);
@@ -301,7 +347,13 @@ void conv2d_backward_data(const float* dy, const float* weight, const float* bia
     p.N = int(c.n * c.h * c.w);
     p.Kdim = p.g.Kg * p.g.rs;
     p.vec_out = aligned16(dxc) && p.g.hw % 4 == 0;
-    launch_igemm<igemm::BwdDataOp>(p, c.groups, 1, s, "conv2d_backward_data (igemm_kernel)");
+    const int bm = pick_bm(p.M);
+    const int64_t tiles = int64_t((p.M + bm - 1) / bm) * ((p.N + kBN - 1) / kBN) * c.groups;
+    const int splits = set_split(p, pick_splits(tiles, p.Kdim, 512, sms));
+    p.atomic_out = splits > 1;
+    if (p.atomic_out)
+      FL_CUDA_CHECK(cudaMemsetAsync(dxc, 0, size_t(c.n * c.c * c.h * c.w) * sizeof(float), s));
+    launch_igemm<igemm::BwdDataOp>(p, bm, c.groups, splits, s, "conv2d_backward_data (igemm_kernel)");
   }
 }
 
@@ -348,17 +400,13 @@ void conv2d_backward_weight(const float* dy, const float* x, float* dweight, flo
     p.N = p.g.Cg * p.g.rs;
     p.Kdim = int(c.n * c.oh * c.ow);
     p.vec_a = aligned16(dyc) && p.g.ohw % 4 == 0;
-    // Split the reduction until ~2 waves of blocks run (2 blocks/SM), each slice >= 1024 long.
-    const int64_t tiles = int64_t((p.M + kBM - 1) / kBM) * ((p.N + kBN - 1) / kBN) * c.groups;
-    int64_t splits = std::max<int64_t>(1, (2 * sms + tiles - 1) / tiles);
-    splits = std::min<int64_t>({splits, std::max<int64_t>(1, p.Kdim / 1024), 65535});
-    int64_t kc = (p.Kdim + splits - 1) / splits;
-    kc = (kc + kBK - 1) / kBK * kBK;
-    splits = (p.Kdim + kc - 1) / kc;
-    p.k_chunk = int(kc);
+    // The reduction (n*OH*OW) is long and M x N small: split it over ~2 waves, slices >= 1024.
+    const int bm = pick_bm(p.M);
+    const int64_t tiles = int64_t((p.M + bm - 1) / bm) * ((p.N + kBN - 1) / kBN) * c.groups;
+    const int splits = set_split(p, pick_splits(tiles, p.Kdim, 1024, sms));
     p.atomic_out = splits > 1 || chunked;
     if (p.atomic_out) zero();
-    launch_igemm<igemm::BwdWeightOp>(p, c.groups, int(splits), s, "conv2d_backward_weight (igemm_kernel)");
+    launch_igemm<igemm::BwdWeightOp>(p, bm, c.groups, splits, s, "conv2d_backward_weight (igemm_kernel)");
   }
 }
 

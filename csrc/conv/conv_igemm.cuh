@@ -5,13 +5,14 @@
 // emulated threads and blocks and compare with a direct convolution: the index math is checked
 // without a GPU.
 //
-// Engine contract (one block = one 128x128 tile of C = A B, 256 threads):
-//   A tile As[k][m] (8 x 128), B tile Bs[k][n] (8 x 128), filled once per k-tile of 8.
+// Engine contract (one block = one BMx128 tile of C = A B, BM = 128 or 64, 256 threads):
+//   A tile As[k][m] (8 x BM), B tile Bs[k][n] (8 x 128), filled once per k-tile of 8 (with
+//   BM = 64 only threads 0..127 load A: their rows t/2 are the tile's 64).
 //   An operand "k-contiguous" (A_KCONTIG / B_KCONTIG true): thread t loads row/column
 //     t/2 of the tile at k offsets (t%2)*4 + 0..3 (4 values -> As[kq+j][t/2]);
 //   otherwise: k row t/32, 4 consecutive columns (t%32)*4 + 0..3 (-> one float4 store).
 //   Loaders return zeros outside the matrix; k runs over [kbegin, kend) of the op.
-//   Results: thread (tx = t%16, ty = t/16) owns rows {ty*4+i, 64+ty*4+i}, columns
+//   Results: thread (tx = t%16, ty = t/16) owns rows {ty*4+i, 64+ty*4+i} (BM = 64: ty*4+i), columns
 //   {tx*4+j, 64+tx*4+j}; the epilogue gets 4 consecutive columns of one row at a time.
 // Index types: 32-bit throughout (the host launches the batch in image chunks so that x, y and
 // the GEMM extents of one launch stay below 2^31 elements): int64 per-pixel state cost the
@@ -39,7 +40,7 @@ namespace fl {
 namespace cuda {
 namespace igemm {
 
-constexpr int kBM = 128, kBN = 128, kBK = 8, kThreads = 256;
+constexpr int kBN = 128, kBK = 8, kThreads = 256;
 
 // n / d and n % d for 0 <= n < 2^31 with a multiply-high and a shift (CUTLASS's FastDivmod):
 // the loaders decompose flat indices every k-tile, and a 32-bit division is ~20 instructions.
@@ -103,17 +104,30 @@ struct Params {
   const float* bias;   // added per output channel (forward, backward-data); may be null
   float* out;
   int M, N, Kdim;      // the GEMM per group
-  int k_chunk;         // backward-weight split-K: reduction slice per blockIdx.z (multiple of 8)
+  int k_chunk;         // split-K: reduction slice per blockIdx.z (a multiple of 8; Kdim when not split)
   int tiles_m, tiles_n;
   bool vec_a;          // 16-byte aligned rows of A for float4 loads (forward weights, bwd-weight dy)
   bool vec_out;        // float4 output stores allowed
-  bool atomic_out;     // split-K partial results: atomicAdd into a zeroed output
+  bool atomic_out;     // split-K partial results: atomicAdd into a zeroed output (bias: slice 0 only)
 };
 
 // Where 4 consecutive GEMM columns n..n+3 of output channel `ch` land in an NCHW tensor of
 // `planes` channels with `plane` elements each (columns are flat (image, pixel) indices).
 FL_HD void store_nchw(const Params& p, float* out, int ch, int planes, int plane, const FastDiv& div_plane,
                       int n, int ncols, const float (&v)[4], float add) {
+  if (p.atomic_out) {
+    FL_UNROLL for (int j = 0; j < 4; ++j) {
+      if (n + j >= ncols) break;
+      int img, pix;
+      div_plane.divmod(n + j, img, pix);
+#if defined(__CUDA_ARCH__)
+      atomicAdd(out + ((img * planes + ch) * plane + pix), v[j] + add);
+#else
+      out[(img * planes + ch) * plane + pix] += v[j] + add;
+#endif
+    }
+    return;
+  }
   if (p.vec_out && n + 3 < ncols) {  // plane % 4 == 0: the 4 columns share an image, 16-byte aligned
     int img, pix;
     div_plane.divmod(n, img, pix);
@@ -138,9 +152,9 @@ FL_HD void store_nchw(const Params& p, float* out, int ch, int planes, int plane
 struct FwdOp {
   static constexpr bool A_KCONTIG = true, B_KCONTIG = false;
   int kbegin, kend;
-  // A loader: weight row (m0 + t/2), k offset (t%2)*4
-  const float* a_row;
-  bool a_ok;
+  // A loader: weight row (m0 + t/2), k offset (t%2)*4; a_off: the row's first element (a
+  // 32-bit offset, not a pointer: two registers fewer, and the loaders were spilling), or -1
+  int a_off;
   int a_kq;
   // B loader: k row t/32, columns (t%32)*4 + j. Only the first pixel's state is kept (the
   // full per-pixel state of 4 pixels made this loader spill under the 128-register cap): when
@@ -151,14 +165,13 @@ struct FwdOp {
   int b_group_off;           // group * Cg * H * W
   bool b_row;
 
-  FL_HD FwdOp(const Params& p, int tid, int m0, int n0, int group, int /*split*/) {
+  FL_HD FwdOp(const Params& p, int tid, int m0, int n0, int group, int split) {
     const ConvGeom& g = p.g;
-    kbegin = 0;
-    kend = p.Kdim;
+    kbegin = split * p.k_chunk;
+    kend = kbegin + p.k_chunk < p.Kdim ? kbegin + p.k_chunk : p.Kdim;
     const int row = m0 + (tid >> 1);
-    a_ok = row < p.M;
     a_kq = (tid & 1) * 4;
-    a_row = p.a_src + (group * g.Kg + (a_ok ? row : 0)) * p.Kdim + a_kq;
+    a_off = row < p.M ? (group * g.Kg + row) * p.Kdim + a_kq : -1;
     b_kk = tid >> 5;
     b_col0 = n0 + (tid & 31) * 4;
     int img = 0, pix = 0, oy = 0, ox = 0;
@@ -174,7 +187,8 @@ struct FwdOp {
   }
   FL_HD void load_a(const Params& p, int k0, float (&r)[4]) const {
     const int kk = k0 + a_kq;
-    if (!a_ok) {
+    const float* a_row = p.a_src + a_off;
+    if (a_off < 0) {
       FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
     } else if (p.vec_a && kk + 3 < kend) {
 #if defined(__CUDA_ARCH__)
@@ -221,7 +235,7 @@ struct FwdOp {
   FL_HD void store(const Params& p, int group, int m, int n, const float (&v)[4]) const {
     if (m >= p.M || n >= p.N) return;
     const int ch = group * p.g.Kg + m;
-    const float add = p.bias ? FL_LDG(p.bias + ch) : 0.0f;
+    const float add = p.bias && kbegin == 0 ? FL_LDG(p.bias + ch) : 0.0f;  // bias: the first slice only
     store_nchw(p, p.out, ch, p.g.K, p.g.ohw, p.g.div_ohw, n, p.N, v, add);
   }
 };
@@ -239,10 +253,10 @@ struct BwdDataOp {
   int b_base[4];  // image + group offset into dy
   int b_ty[4], b_tx[4];  // iy + ph, ix + pw
 
-  FL_HD BwdDataOp(const Params& p, int tid, int m0, int n0, int group, int /*split*/) {
+  FL_HD BwdDataOp(const Params& p, int tid, int m0, int n0, int group, int split) {
     const ConvGeom& g = p.g;
-    kbegin = 0;
-    kend = p.Kdim;
+    kbegin = split * p.k_chunk;
+    kend = kbegin + p.k_chunk < p.Kdim ? kbegin + p.k_chunk : p.Kdim;
     const int row = m0 + (tid >> 1);
     a_ok = row < p.M;
     a_kq = (tid & 1) * 4;
@@ -309,7 +323,7 @@ struct BwdDataOp {
   FL_HD void store(const Params& p, int group, int m, int n, const float (&v)[4]) const {
     if (m >= p.M || n >= p.N) return;
     const int ch = group * p.g.Cg + m;
-    const float add = p.bias ? FL_LDG(p.bias + ch) : 0.0f;
+    const float add = p.bias && kbegin == 0 ? FL_LDG(p.bias + ch) : 0.0f;  // bias: the first slice only
     store_nchw(p, p.out, ch, p.g.C, p.g.hw, p.g.div_hw, n, p.N, v, add);
   }
 };

@@ -73,6 +73,10 @@ __global__ void __launch_bounds__(256) rnn_step_kernel(const StepArgs a) {
 #pragma unroll
       for (int j = 0; j < BPT; ++j) acc[i][j] = 0.0f;
     if (VEC) {
+      // Unrolled so that several iterations' L2 loads are in flight at once: at H = 512 a lane
+      // runs only 16 iterations, and one L2 round trip (~500 cycles) per iteration would be
+      // most of the step.
+#pragma unroll(BPT == 2 ? 4 : 2)
       for (int k = ks * 4; k < K; k += 32) {
         float4 w[4], x[BPT];
 #pragma unroll
@@ -85,6 +89,7 @@ __global__ void __launch_bounds__(256) rnn_step_kernel(const StepArgs a) {
           for (int j = 0; j < BPT; ++j) acc[i][j] = dot4(w[i], x[j], acc[i][j]);
       }
     } else {
+#pragma unroll 4
       for (int k = ks; k < K; k += 8) {
         float w[4], x[BPT];
 #pragma unroll
