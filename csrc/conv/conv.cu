@@ -21,8 +21,8 @@
 // then not deterministic run to run).
 // Groups go over gridDim.y.
 //
-// Depthwise (groups == C, one input channel per group, K = mult*C): one thread per output
-// (forward), per input element (data gradient: a gather, no atomics), and a block per
+// Depthwise (groups == C, one input channel per group, K = mult*C): one thread per 4 outputs of
+// a row (forward), per input element (data gradient: a gather, no atomics), and a block per
 // (output channel, batch slice) accumulating the R*S taps in registers (weight gradient).
 // 3x3 depthwise is memory bound: ~9 L1-hitting loads and 9 FMAs per output.
 #include <algorithm>
@@ -143,10 +143,19 @@ __global__ void __launch_bounds__(kThreads, 2) igemm_kernel(const igemm::Params 
 // emulator); flat 32-bit element indices (one launch covers < 2^31 elements: image_chunk).
 using igemm::DwParams;
 
+// Four consecutive outputs of a row per thread (dw_forward_row4); consecutive threads take
+// consecutive groups of a row, so a warp's loads and stores stay contiguous.
 __global__ void __launch_bounds__(256) dw_forward_kernel(const DwParams p) {
-  const int total = p.n * p.K * p.OH * p.OW;
-  for (int e = int(blockIdx.x * blockDim.x + threadIdx.x); e < total; e += int(gridDim.x * blockDim.x))
-    p.y[e] = igemm::dw_forward_at(p, e);
+  const int total = p.n * p.K * p.OH * p.ow4;
+  for (int e4 = int(blockIdx.x * blockDim.x + threadIdx.x); e4 < total; e4 += int(gridDim.x * blockDim.x)) {
+    float v[4];
+    const int cnt = igemm::dw_forward_row4(p, e4, v);
+    const int row = e4 / p.ow4, ox0 = (e4 - row * p.ow4) * 4;
+    float* dst = p.y + int64_t(row) * p.OW + ox0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (j < cnt) dst[j] = v[j];
+  }
 }
 
 // dx[img, c, iy, ix] = sum over the mult output channels of c and the taps that reach (iy, ix):
@@ -297,7 +306,7 @@ void conv2d_forward(const float* x, const float* weight, const float* bias, floa
     float* yc = y + i0 * g.k * g.oh * g.ow;
     if (is_depthwise(c)) {
       const DwParams p = dw_params(c, xc, weight, bias, yc);
-      dw_forward_kernel<<<blocks_for(c.n * c.k * c.oh * c.ow, 256), 256, 0, s>>>(p);
+      dw_forward_kernel<<<blocks_for(c.n * c.k * c.oh * p.ow4, 256), 256, 0, s>>>(p);
       check_launch("dw_forward_kernel");
       continue;
     }

@@ -155,38 +155,35 @@ struct FwdOp {
   // A loader: weight row (m0 + t/2), k offset (t%2)*4; a_off: the row's first element (a
   // 32-bit offset, not a pointer: two registers fewer, and the loaders were spilling), or -1
   int a_off;
-  int a_kq;
+  int tid;  // the k offsets of both loaders, (tid % 2) * 4 and tid / 32, are recomputed from it
+            // (one register instead of two: the sm_80 build was 4 bytes over the 128 cap)
   // B loader: k row t/32, columns (t%32)*4 + j. Only the first pixel's state is kept (the
   // full per-pixel state of 4 pixels made this loader spill under the 128-register cap): when
   // the 4 pixels lie in one output row (the common case) they share image and row, otherwise
   // each is decomposed again from its column index.
-  int b_kk, b_col0;
+  int b_col0;
   int b_base, b_iy0, b_ix0;  // first pixel: image + group channel offset into x, input row/col at tap 0
-  int b_group_off;           // group * Cg * H * W
   bool b_row;
 
-  FL_HD FwdOp(const Params& p, int tid, int m0, int n0, int group, int split) {
+  FL_HD FwdOp(const Params& p, int tid_, int m0, int n0, int group, int split) : tid(tid_) {
     const ConvGeom& g = p.g;
     kbegin = split * p.k_chunk;
     kend = kbegin + p.k_chunk < p.Kdim ? kbegin + p.k_chunk : p.Kdim;
     const int row = m0 + (tid >> 1);
-    a_kq = (tid & 1) * 4;
-    a_off = row < p.M ? (group * g.Kg + row) * p.Kdim + a_kq : -1;
-    b_kk = tid >> 5;
+    a_off = row < p.M ? (group * g.Kg + row) * p.Kdim + (tid & 1) * 4 : -1;
     b_col0 = n0 + (tid & 31) * 4;
     int img = 0, pix = 0, oy = 0, ox = 0;
     if (b_col0 < p.N) {
       g.div_ohw.divmod(b_col0, img, pix);
       g.div_ow.divmod(pix, oy, ox);
     }
-    b_group_off = group * g.Cg * g.hw;
-    b_base = img * g.chw + b_group_off;
+    b_base = img * g.chw + group * g.Cg * g.hw;
     b_iy0 = oy * g.sh - g.ph;
     b_ix0 = ox * g.sw - g.pw;
     b_row = b_col0 + 3 < p.N && ox + 3 < g.OW;
   }
   FL_HD void load_a(const Params& p, int k0, float (&r)[4]) const {
-    const int kk = k0 + a_kq;
+    const int kk = k0 + (tid & 1) * 4;
     const float* a_row = p.a_src + a_off;
     if (a_off < 0) {
       FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
@@ -203,7 +200,7 @@ struct FwdOp {
   }
   FL_HD void load_b(const Params& p, int k0, float (&r)[4]) const {
     const ConvGeom& g = p.g;
-    const int kk = k0 + b_kk;
+    const int kk = k0 + (tid >> 5);
     FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
     if (kk >= kend) return;
     int c, rs, ky, kx;
@@ -221,6 +218,9 @@ struct FwdOp {
       }
       return;
     }
+    // (rare: rows of fewer than 4 outputs, the right edge, the last columns) the group's channel
+    // offset is b_base less the first pixel's image offset - not kept, to save a register
+    const int group_off = b_base - g.div_ohw.div(b_col0) * g.chw;
     FL_UNROLL for (int j = 0; j < 4; ++j) {
       const int col = b_col0 + j;
       if (col >= p.N) break;
@@ -229,7 +229,7 @@ struct FwdOp {
       g.div_ow.divmod(pix, oy, ox);
       const int iy = oy * g.sh - g.ph + ty, ix = ox * g.sw - g.pw + tx;
       if (unsigned(iy) < unsigned(g.H) && unsigned(ix) < unsigned(g.W))
-        r[j] = FL_LDG(p.b_src + (img * g.chw + b_group_off + coff + iy * g.W + ix));
+        r[j] = FL_LDG(p.b_src + (img * g.chw + group_off + coff + iy * g.W + ix));
     }
   }
   FL_HD void store(const Params& p, int group, int m, int n, const float (&v)[4]) const {
@@ -246,48 +246,45 @@ struct FwdOp {
 struct BwdDataOp {
   static constexpr bool A_KCONTIG = true, B_KCONTIG = false;
   int kbegin, kend;
-  const float* a_base;  // W + (gK*Cg + c)*RS: element (k, rs) at k*Cg*RS + rs
-  bool a_ok;
+  int a_off;  // W offset of (gK*Cg + c)*RS: element (k, rs) at a_off + k*Cg*RS + rs; -1 past M
   int a_kq;
-  int b_kk;
-  int b_base[4];  // image + group offset into dy
-  int b_ty[4], b_tx[4];  // iy + ph, ix + pw
+  // B loader: k row t/32, 4 input pixels from column b_col0. As in FwdOp, only the first
+  // pixel's state is kept: when the 4 lie in one input row they share image, row and base.
+  int b_kk, b_col0;
+  int b_base, b_ty0, b_tx0;  // first pixel: image + group offset into dy, iy + ph, ix + pw
+  int b_group_off;           // group * Kg * OH * OW
+  bool b_row;
 
   FL_HD BwdDataOp(const Params& p, int tid, int m0, int n0, int group, int split) {
     const ConvGeom& g = p.g;
     kbegin = split * p.k_chunk;
     kend = kbegin + p.k_chunk < p.Kdim ? kbegin + p.k_chunk : p.Kdim;
     const int row = m0 + (tid >> 1);
-    a_ok = row < p.M;
     a_kq = (tid & 1) * 4;
-    a_base = p.a_src + (group * g.Kg * g.Cg + (a_ok ? row : 0)) * g.rs;
+    a_off = row < p.M ? (group * g.Kg * g.Cg + row) * g.rs : -1;
     b_kk = tid >> 5;
-    const int c0 = n0 + (tid & 31) * 4;
-    FL_UNROLL for (int j = 0; j < 4; ++j) {
-      const int col = c0 + j;
-      if (col < p.N) {
-        int img, pix, iy, ix;
-        g.div_hw.divmod(col, img, pix);
-        g.div_w.divmod(pix, iy, ix);
-        b_base[j] = img * g.khw_out + group * g.Kg * g.ohw;
-        b_ty[j] = iy + g.ph;
-        b_tx[j] = ix + g.pw;
-      } else {
-        b_base[j] = 0;
-        b_ty[j] = -(1 << 30);
-        b_tx[j] = 0;
-      }
+    b_col0 = n0 + (tid & 31) * 4;
+    int img = 0, pix = 0, iy = 0, ix = 0;
+    if (b_col0 < p.N) {
+      g.div_hw.divmod(b_col0, img, pix);
+      g.div_w.divmod(pix, iy, ix);
     }
+    b_group_off = group * g.Kg * g.ohw;
+    b_base = img * g.khw_out + b_group_off;
+    b_ty0 = iy + g.ph;
+    b_tx0 = ix + g.pw;
+    b_row = b_col0 + 3 < p.N && ix + 3 < g.W;
   }
   FL_HD void load_a(const Params& p, int k0, float (&r)[4]) const {
     const ConvGeom& g = p.g;
     const int kk0 = k0 + a_kq;
-    if (!a_ok || kk0 >= kend) {
+    if (a_off < 0 || kk0 >= kend) {
       FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
       return;
     }
     int k, rs;
     g.div_rs.divmod(kk0, k, rs);
+    const float* a_base = p.a_src + a_off;
     FL_UNROLL for (int j = 0; j < 4; ++j) {  // walk (k, rs) along the 4 consecutive kk
       r[j] = kk0 + j < kend ? FL_LDG(a_base + (k * g.Cg * g.rs + rs)) : 0.0f;
       if (++rs == g.rs) {
@@ -296,28 +293,37 @@ struct BwdDataOp {
       }
     }
   }
+  // dy element feeding input position (ty - ph, tx - pw) through tap (ky*dh, kx*dw), or 0.
+  FL_HD float gather(const Params& p, int base, int koff, int a, int b) const {
+    const ConvGeom& g = p.g;
+    if (a < 0 || b < 0) return 0.0f;
+    int oy, ry, ox, rx;
+    g.div_sh.divmod(a, oy, ry);
+    g.div_sw.divmod(b, ox, rx);
+    if (ry != 0 || rx != 0 || oy >= g.OH || ox >= g.OW) return 0.0f;
+    return FL_LDG(p.b_src + (base + koff + oy * g.OW + ox));
+  }
   FL_HD void load_b(const Params& p, int k0, float (&r)[4]) const {
     const ConvGeom& g = p.g;
     const int kk = k0 + b_kk;
-    if (kk >= kend) {
-      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
-      return;
-    }
+    FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = 0.0f;
+    if (kk >= kend) return;
     int k, rs, ky, kx;
     g.div_rs.divmod(kk, k, rs);
     g.div_s.divmod(rs, ky, kx);
     const int koff = k * g.ohw;
     const int dy_ = ky * g.dh, dx_ = kx * g.dw;
+    if (b_row) {
+      FL_UNROLL for (int j = 0; j < 4; ++j) r[j] = gather(p, b_base, koff, b_ty0 - dy_, b_tx0 + j - dx_);
+      return;
+    }
     FL_UNROLL for (int j = 0; j < 4; ++j) {
-      const int a = b_ty[j] - dy_, b = b_tx[j] - dx_;
-      float v = 0.0f;
-      if (a >= 0 && b >= 0) {
-        int oy, ry, ox, rx;
-        g.div_sh.divmod(a, oy, ry);
-        g.div_sw.divmod(b, ox, rx);
-        if (ry == 0 && rx == 0 && oy < g.OH && ox < g.OW) v = FL_LDG(p.b_src + (b_base[j] + koff + oy * g.OW + ox));
-      }
-      r[j] = v;
+      const int col = b_col0 + j;
+      if (col >= p.N) break;
+      int img, pix, iy, ix;
+      g.div_hw.divmod(col, img, pix);
+      g.div_w.divmod(pix, iy, ix);
+      r[j] = gather(p, img * g.khw_out + b_group_off, koff, iy + g.ph - dy_, ix + g.pw - dx_);
     }
   }
   FL_HD void store(const Params& p, int group, int m, int n, const float (&v)[4]) const {
@@ -441,7 +447,8 @@ struct DwParams {
   const float* bias;  // forward: per output channel k; data gradient: per channel c (conv_transpose2d)
   float* y;
   int n, C, H, W, K, OH, OW, R, S, sh, sw, ph, pw, dh, dw, mult;
-  FastDiv div_ow, div_ohw, div_k, div_w, div_hw, div_c, div_mult, div_sh, div_sw;
+  int ow4;  // ceil(OW / 4): the forward's 4-output groups per row
+  FastDiv div_ow, div_ohw, div_k, div_w, div_hw, div_c, div_mult, div_sh, div_sw, div_oh, div_ow4;
 };
 
 inline DwParams make_dw_params(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t oh, int64_t ow, int r,
@@ -455,6 +462,8 @@ inline DwParams make_dw_params(int64_t n, int64_t c, int64_t h, int64_t w, int64
   p.div_ow = FastDiv(p.OW); p.div_ohw = FastDiv(p.OH * p.OW); p.div_k = FastDiv(p.K);
   p.div_w = FastDiv(p.W); p.div_hw = FastDiv(p.H * p.W); p.div_c = FastDiv(p.C);
   p.div_mult = FastDiv(p.mult); p.div_sh = FastDiv(p.sh); p.div_sw = FastDiv(p.sw);
+  p.ow4 = (p.OW + 3) / 4;
+  p.div_oh = FastDiv(p.OH); p.div_ow4 = FastDiv(p.ow4);
   return p;
 }
 
@@ -479,6 +488,39 @@ FL_HD float dw_forward_at(const DwParams& p, int e) {
     }
   }
   return acc;
+}
+
+// Outputs ox0 .. ox0+3 of output row (img, k, oy): the forward kernel's unit of work. Four
+// outputs per thread share the index decomposition, the weight loads and the row bounds checks
+// (one output per thread spent as many integer instructions on its indices as on its 9 FMAs).
+// Returns how many of the 4 are inside the row; v[j] for j < that count.
+FL_HD int dw_forward_row4(const DwParams& p, int e4, float (&v)[4]) {
+  int row, q, plane, oy, img, k;
+  p.div_ow4.divmod(e4, row, q);  // e4 = ((img * K + k) * OH + oy) * ceil(OW / 4) + q
+  p.div_oh.divmod(row, plane, oy);
+  p.div_k.divmod(plane, img, k);
+  const int ox0 = q * 4;
+  const int cnt = p.OW - ox0 < 4 ? p.OW - ox0 : 4;
+  const int c = p.div_mult.div(k);
+  const float* xp = p.x + (int64_t(img) * p.C + c) * p.H * p.W;
+  const float* wp = p.w + int64_t(k) * p.R * p.S;
+  const float b = p.bias ? FL_LDG(p.bias + k) : 0.0f;
+  FL_UNROLL for (int j = 0; j < 4; ++j) v[j] = b;
+  const int iy0 = oy * p.sh - p.ph, ix0 = ox0 * p.sw - p.pw;
+  for (int r = 0; r < p.R; ++r) {
+    const int iy = iy0 + r * p.dh;
+    if (unsigned(iy) >= unsigned(p.H)) continue;
+    const float* xr = xp + iy * p.W;
+    for (int s = 0; s < p.S; ++s) {
+      const float w = FL_LDG(wp + r * p.S + s);
+      const int ix = ix0 + s * p.dw;
+      FL_UNROLL for (int j = 0; j < 4; ++j) {
+        const int xj = ix + j * p.sw;
+        if (j < cnt && unsigned(xj) < unsigned(p.W)) v[j] = fmaf(w, FL_LDG(xr + xj), v[j]);
+      }
+    }
+  }
+  return cnt;
 }
 
 // dx at flat index e of (n, C, H, W).
