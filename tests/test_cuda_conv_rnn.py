@@ -312,3 +312,27 @@ def test_lstm_noncontiguous_and_errors(cp, rng):
     _, _, res = fl.rnn(xd, _to_dev_params(cp, make_params(rng, 1, I, H)), training=True)
     with pytest.raises(ValueError, match="reserve"):
         fl.lstm_backward(out, None, None, xd, _to_dev_params(cp, params), res)
+
+
+@pytest.mark.parametrize("variant", [{"FASTLAYERS_CUDA_RNN_BPT": "2"}, {"FASTLAYERS_CUDA_RNN_BPT": "8"},
+                                     {"FASTLAYERS_CUDA_RNN_PDL": "1"}], ids=["bpt2", "bpt8", "pdl"])
+@pytest.mark.parametrize("H", [12, 13])
+def test_lstm_step_kernel_variants(cp, rng, monkeypatch, variant, H):
+    """Both batch blockings of the step kernel (32-row blocks are otherwise only reached at
+    large H) and programmatic dependent launch, forward and backward, float4 and scalar k."""
+    for k, v in variant.items():
+        monkeypatch.setenv(k, v)
+    T, B, I, L = 4, 37, 8, 2
+    params = make_params(rng, 4, I, H, L, 2)
+    x = randn(rng, T, B, I)
+    h0, c0 = states(rng, True, 2 * L, B, H), states(rng, True, 2 * L, B, H)
+    kw = {"num_layers": L, "bidirectional": True}
+    dparams = _to_dev_params(cp, params)
+    dx, dh0, dc0 = _dev(cp, x, h0, c0)
+    out, (h_n, c_n), reserve = fl.lstm(dx, dparams, dh0, dc0, training=True, **kw)
+    r_out, (r_h, r_c), r_res = R.lstm(f64(x), p64(params), f64(h0), f64(c0), training=True, **kw)
+    _tree([out, h_n, c_n], [r_out, r_h, r_c], "forward")
+    g_out, g_h, g_c = randn(rng, *out.shape), randn(rng, *h_n.shape), randn(rng, *c_n.shape)
+    grads = fl.lstm_backward(*_dev(cp, g_out, g_h, g_c), dx, dparams, reserve, dh0, dc0, **kw)
+    r_grads = R.lstm_backward(*f64(g_out, g_h, g_c, x), p64(params), r_res, f64(h0), f64(c0), **kw)
+    _tree(list(grads), list(r_grads), "backward")

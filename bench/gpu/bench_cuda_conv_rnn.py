@@ -13,7 +13,8 @@ Sections (each in its own try/except, skipped once the time budget is spent):
                   and the two gradients
   conv_transpose  DCGAN's 4x4 stride-2 layers: forward and backward
   lstm            T=100, B=32, I=H=512 forward (target >= 0.7x cuDNN), B=1 latency (target >=
-                  1.0x), training forward + backward; an Elman RNN (tanh) for reference
+                  1.0x), each also with the step kernel's variants (FASTLAYERS_CUDA_RNN_BPT=2|8,
+                  FASTLAYERS_CUDA_RNN_PDL=1); training forward + backward; an Elman RNN (tanh)
 Timing: CUDA events around each call (both libraries on the legacy default stream), warm-up
 first, the L2 flushed before every timed call, median of the repeats (raw timings kept).
 Results are checked against PyTorch's before timing (relative error in the JSON).
@@ -274,6 +275,23 @@ def main():
                 check = lambda: rel_err(ours()[0], peer()[0])  # noqa: E731
             target = None if kind != "lstm" else (0.7 if B > 1 else 1.0)
             row(name + " fwd", ours, peer, flops, check, target)
+            if kind == "lstm":
+                # the step kernel's variants (environment read at every call): batch blocking
+                # and programmatic dependent launch - which one should be the default
+                variants = [("PDL", {"FASTLAYERS_CUDA_RNN_PDL": "1"})]
+                if B > 1:
+                    variants += [("BPT=2", {"FASTLAYERS_CUDA_RNN_BPT": "2"}), ("BPT=8", {"FASTLAYERS_CUDA_RNN_BPT": "8"})]
+                for label, env in variants:
+                    saved = {k: os.environ.get(k) for k in env}
+                    os.environ.update(env)
+                    try:
+                        row(f"{name} fwd [{label}]", ours, None, flops, check)
+                    finally:
+                        for k, v in saved.items():
+                            if v is None:
+                                os.environ.pop(k, None)
+                            else:
+                                os.environ[k] = v
             if kind == "lstm" and B > 1:
                 def ours_train():
                     out, (h, c), res = fl.lstm(x, params, training=True)

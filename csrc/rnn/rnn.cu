@@ -52,6 +52,12 @@ __global__ void __launch_bounds__(256) rnn_step_kernel(const StepArgs a) {
   const int tid = int(threadIdx.x), ks = tid & 7, og = tid >> 3, rq = og & 7, bp = og >> 3;
   const int u0 = int(blockIdx.x) * BU, b0 = int(blockIdx.y) * BB;
   const int H = a.H, K = a.K;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // With programmatic dependent launch: wait for the previous step's grid (a no-op otherwise),
+  // then let the next step's launch begin while this one runs.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" :::);
+#endif
 
   if (a.X) {
     const float* wr[4];
@@ -168,31 +174,61 @@ int sm_count() {
 }
 
 // 8 batch rows per block unless 32 per block still fills every SM (then W_hh is read 4x less).
-// FASTLAYERS_CUDA_RNN_BPT=2|8 forces one (for the benchmark).
+// FASTLAYERS_CUDA_RNN_BPT=2|8 forces one (read at every layer call, so the benchmark can
+// compare both in one process).
 int pick_bpt(int64_t unit_blocks, int64_t B) {
-  static const int forced = [] {
-    const char* e = std::getenv("FASTLAYERS_CUDA_RNN_BPT");
-    return e ? std::atoi(e) : 0;
-  }();
+  const char* e = std::getenv("FASTLAYERS_CUDA_RNN_BPT");
+  const int forced = e ? std::atoi(e) : 0;
   if (forced == 2 || forced == 8) return forced;
   return unit_blocks * ((B + 31) / 32) >= sm_count() ? 8 : 2;
 }
 
+// Programmatic dependent launch (sm_90+, FASTLAYERS_CUDA_RNN_PDL=1, off by default: not yet
+// measured): each step's launch may begin while the previous step drains; the kernel's first
+// instruction (griddepcontrol.wait) still waits for the previous grid to complete and flush,
+// so the result is the same. Saves part of the ~1-2 us gap between dependent launches.
+bool use_pdl() {
+  const char* e = std::getenv("FASTLAYERS_CUDA_RNN_PDL");
+  if (!e || std::strcmp(e, "1") != 0) return false;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  return major >= 9;
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+template <typename Kernel>
+void launch_kernel(Kernel kern, dim3 grid, const StepArgs& a, bool pdl, cudaStream_t s) {
+  if (pdl) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(256);
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (cudaLaunchKernelEx(&cfg, kern, a) == cudaSuccess) return;
+    (void)cudaGetLastError();  // not supported here (e.g. this stream): the plain launch below
+  }
+  kern<<<grid, 256, 0, s>>>(a);
+}
+
 template <int KIND>
-void launch_step(const StepArgs& a, int bpt, cudaStream_t s) {
+void launch_step(const StepArgs& a, int bpt, bool pdl, cudaStream_t s) {
   constexpr int BU = step_units<KIND>();
   const bool vec = a.X == nullptr ||
                    (a.K % 4 == 0 && a.ldx % 4 == 0 && aligned16(a.X) && aligned16(a.W));
   const int64_t bb = 4 * bpt;
   const dim3 grid(unsigned((a.H + BU - 1) / BU), unsigned((a.B + bb - 1) / bb));
   if (bpt == 8) {
-    if (vec) rnn_step_kernel<KIND, 8, true><<<grid, 256, 0, s>>>(a);
-    else rnn_step_kernel<KIND, 8, false><<<grid, 256, 0, s>>>(a);
+    if (vec) launch_kernel(rnn_step_kernel<KIND, 8, true>, grid, a, pdl, s);
+    else launch_kernel(rnn_step_kernel<KIND, 8, false>, grid, a, pdl, s);
   } else {
-    if (vec) rnn_step_kernel<KIND, 2, true><<<grid, 256, 0, s>>>(a);
-    else rnn_step_kernel<KIND, 2, false><<<grid, 256, 0, s>>>(a);
+    if (vec) launch_kernel(rnn_step_kernel<KIND, 2, true>, grid, a, pdl, s);
+    else launch_kernel(rnn_step_kernel<KIND, 2, false>, grid, a, pdl, s);
   }
   check_launch("rnn_step_kernel");
 }
@@ -242,6 +278,7 @@ void rnn_layer_forward(const RnnLayerCuda& p, Stream stream) {
   gemm_f32(T * B, GH, p.I, p.x, p.I, false, p.w_ih, p.I, true, p.work, GH, 0.0f, p.b_ih, s);
   const int64_t unit_blocks = (H + (lstm ? 8 : 32) - 1) / (lstm ? 8 : 32);
   const int bpt = pick_bpt(unit_blocks, B);
+  const bool pdl = use_pdl();
   float* c_state = p.c_n;  // inference: the running cell state lives in c_n
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = p.reverse ? T - 1 - step : step;
@@ -272,9 +309,9 @@ void rnn_layer_forward(const RnnLayerCuda& p, Stream stream) {
         a.c_out = c_state;
       }
       a.gates = p.gates ? p.gates + t * B * 4 * H : nullptr;
-      launch_step<kFwdLstm>(a, bpt, s);
+      launch_step<kFwdLstm>(a, bpt, pdl, s);
     } else {
-      launch_step<kFwdRnn>(a, bpt, s);
+      launch_step<kFwdRnn>(a, bpt, pdl, s);
     }
   }
   const int64_t tl = p.reverse ? 0 : T - 1;
@@ -299,6 +336,7 @@ void rnn_layer_backward(const RnnLayerBackwardCuda& p, Stream stream) {
     check_launch("transpose_kernel");
     if (lstm) copy_or_zero(p.work_dc, p.dc_n, B * H, s);
     const int bpt = pick_bpt((H + 31) / 32, B);
+    const bool pdl = use_pdl();
     for (int64_t j = 0; j <= T; ++j) {
       StepArgs a{};
       a.mode = p.mode;
@@ -330,7 +368,7 @@ void rnn_layer_backward(const RnnLayerBackwardCuda& p, Stream stream) {
           a.cp_t = first ? p.c0 : p.cells + tp * B * H;
         }
       }
-      launch_step<kBwd>(a, bpt, s);
+      launch_step<kBwd>(a, bpt, pdl, s);
     }
   }
   // Weight gradients over all steps; each GEMM writes its whole output (k = 0 writes zeros).
