@@ -116,6 +116,22 @@ def test_conv2d_depthwise_takes_its_kernel():
     assert _core.cuda_conv2d_path(dims(1, 4, 1)) == 0
 
 
+@pytest.mark.parametrize("n,c,h,w,k,padding,bias", [
+    (2, 3, 7, 9, 5, 1, True), (1, 16, 8, 8, 32, 1, False), (3, 8, 5, 6, 4, 0, True), (2, 4, 6, 7, 6, 2, True),
+    (2, 5, 6, 7, 3, "same", True), (4, 64, 14, 14, 64, 1, True),
+])
+def test_conv2d_winograd(cp, rng, monkeypatch, n, c, h, w, k, padding, bias):
+    """The opt-in Winograd F(2x2, 3x3) forward (FASTLAYERS_CUDA_CONV_ALGO=winograd): odd output
+    sizes (partial 2x2 tiles), padding 0/1/2 and 'same'."""
+    monkeypatch.setenv("FASTLAYERS_CUDA_CONV_ALGO", "winograd")
+    if hasattr(_core, "cuda_conv2d_path"):
+        assert _core.cuda_conv2d_path([n, c, h, w, k, h, w, 3, 3, 1, 1, 1, 1, 1, 1, 1]) == 2
+    x, weight = randn(rng, n, c, h, w), randn(rng, k, c, 3, 3)
+    b = randn(rng, k) if bias else None
+    y = fl.conv2d(*_dev(cp, x, weight, b), 1, padding)
+    _check(y, R.conv2d(*f64(x, weight), f64(b), 1, padding), "y")
+
+
 def test_conv2d_noncontiguous_and_zero_batch(cp, rng):
     x = randn(rng, 2, 6, 9, 10)
     weight = randn(rng, 4, 3, 3, 3)

@@ -8,7 +8,9 @@ process, on the same inputs.
 
 Sections (each in its own try/except, skipped once the time budget is spent):
   conv_resnet18   the ResNet-18 3x3 convolutions at batch 32 (56/28/14/7, stride 1, and the
-                  three stride-2 ones): forward (target >= 0.5x cuDNN), data and weight gradients
+                  three stride-2 ones): forward (target >= 0.5x cuDNN; the stride-1 ones also
+                  through the opt-in Winograd path, "[winograd]" rows: FLOP/s there are the direct
+                  convolution's FLOPs over the time), data and weight gradients
   depthwise       3x3 depthwise at batch 32 (MobileNetV2's planes): forward (target >= 0.8x cuDNN)
                   and the two gradients
   conv_transpose  DCGAN's 4x4 stride-2 layers: forward and backward
@@ -179,6 +181,12 @@ def main():
                     r["torch_heuristic_ms"], _ = timed(peer)
                 finally:
                     torch.backends.cudnn.benchmark = True
+            if stride == 1 and groups == 1:  # the opt-in Winograd F(2x2, 3x3) forward
+                os.environ["FASTLAYERS_CUDA_CONV_ALGO"] = "winograd"
+                try:
+                    row(name + " fwd [winograd]", ours, peer, flops, check)
+                finally:
+                    os.environ.pop("FASTLAYERS_CUDA_CONV_ALGO", None)
             g = randn(N, k, oh, oh)
             ours_b = lambda: fl.conv2d_backward(g, x, w, None, stride, 1, 1, groups)  # noqa: E731
             peer_dx = peer_dw = None

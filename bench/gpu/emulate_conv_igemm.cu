@@ -5,7 +5,8 @@
 // memory, then the epilogue stores - and the result is compared with a direct float64
 // convolution. Also checks FastDiv against / and % over edge and random dividends, and runs the depthwise
 // kernels' per-element bodies (dw_forward_at, dw_backward_data_at, the weight-gradient taps) over
-// every element of the depthwise cases.
+// every element of the depthwise cases, and the Winograd F(2x2, 3x3) transforms for the 3x3
+// stride-1 cases.
 // No GPU needed:
 //   nvcc -std=c++17 -O2 -Icsrc -o /tmp/emu_conv bench/gpu/emulate_conv_igemm.cu && /tmp/emu_conv
 #include <algorithm>
@@ -187,6 +188,32 @@ static bool run_case(const Case& cs, std::mt19937& rng, int split_hint, int BM) 
     run_engine<BwdWeightOp>(p, BM, cs.groups, splits);
     const double e = max_rel(dw, dw_ref);
     if (!(e < 1e-5)) { std::printf("  backward weight (splits %d) max rel err %.3g\n", splits, e); ok = false; }
+  }
+  if (cs.r == 3 && cs.s == 3 && cs.sh == 1 && cs.sw == 1 && cs.dh == 1 && cs.dw == 1 && cs.groups == 1) {
+    // Winograd F(2x2, 3x3): the three transform bodies around a plain batched product
+    WinoGeom wg{cs.n, cs.c, cs.h, cs.w, cs.k, OH, OW, cs.ph, cs.pw, (OH + 1) / 2, (OW + 1) / 2, 0};
+    wg.P = int64_t(cs.n) * wg.TH * wg.TW;
+    std::vector<float> V(size_t(16) * cs.c * wg.P, NAN), U(size_t(16) * cs.k * cs.c, NAN), M(size_t(16) * cs.k * wg.P),
+        y(dy.size(), NAN);
+    for (int k = 0; k < cs.k; ++k)
+      for (int c = 0; c < cs.c; ++c) wino_weight_tile(wt.data(), U.data(), cs.k, cs.c, k, c);
+    for (int c = 0; c < cs.c; ++c)
+      for (int64_t q = 0; q < wg.P; ++q) wino_input_tile(wg, x.data(), V.data(), c, q);
+    for (int xi = 0; xi < 16; ++xi)
+      for (int k = 0; k < cs.k; ++k)
+        for (int64_t q = 0; q < wg.P; ++q) {
+          double acc = 0;
+          for (int c = 0; c < cs.c; ++c)
+            acc += double(U[(size_t(xi) * cs.k + k) * cs.c + c]) * V[(size_t(xi) * cs.c + c) * wg.P + q];
+          M[(size_t(xi) * cs.k + k) * wg.P + q] = float(acc);
+        }
+    for (int k = 0; k < cs.k; ++k)
+      for (int64_t q = 0; q < wg.P; ++q) wino_output_tile(wg, M.data(), bias.data(), y.data(), k, q);
+    const double e = max_rel(y, y_ref);
+    if (!(e < 1e-5)) {
+      std::printf("  winograd forward max rel err %.3g\n", e);
+      ok = false;
+    }
   }
   if (cs.groups > 1 && cs.groups == cs.c) {  // the depthwise kernels' bodies, every element
     const DwParams d = make_dw_params(cs.n, cs.c, cs.h, cs.w, cs.k, OH, OW, cs.r, cs.s, cs.sh, cs.sw, cs.ph, cs.pw,

@@ -149,7 +149,7 @@ if has sanitize8; then
   SUB8_MEM='(test_conv2d and (3x3-odd or depthwise-mult2-stride2 or groups3 or split-k or 1x1-c132))
     or (test_conv_transpose2d and (asym-groups2-outpad or depthwise-s2)) or test_conv2d_noncontiguous
     or (test_lstm and (5-3-4-8 or 5-3-7-11 or 4-9-16-32)) or (test_rnn and tanh and 6-4-5-13) or test_cells
-    or test_lstm_empty or (test_lstm_step_kernel_variants and 13)'
+    or test_lstm_empty or (test_lstm_step_kernel_variants and 13) or (test_conv2d_winograd and same)'
   SUB8_RACE='(test_conv2d and (3x3-odd or depthwise-batch-split or split-k))
     or (test_lstm and (6-4-5-13 or 4-9-16-32)) or (test_rnn and relu and 5-3-4-8)
     or (test_lstm_step_kernel_variants and 12 and (bpt8 or pdl))'

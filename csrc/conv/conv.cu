@@ -27,11 +27,14 @@
 // 3x3 depthwise is memory bound: ~9 L1-hitting loads and 9 FMAs per output.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "conv/conv_cuda.h"
 #include "conv/conv_igemm.cuh"
 #include "core/cuda_check.cuh"
 #include "core/cuda_math.cuh"
+#include "gemm/gemm_cuda.h"
 
 namespace fl {
 namespace cuda {
@@ -196,6 +199,27 @@ __global__ void __launch_bounds__(256) dw_backward_weight_kernel(const DwParams 
   }
 }
 
+// Winograd F(2x2, 3x3) transforms (conv_igemm.cuh's wino_* bodies): one thread per (channel,
+// tile), (filter), (output channel, tile); the 16 products in between are one batched sgemm.
+__global__ void __launch_bounds__(256) wino_input_kernel(const igemm::WinoGeom g, const float* __restrict__ x,
+                                                         float* __restrict__ V) {
+  const int64_t total = int64_t(g.C) * g.P;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x)
+    igemm::wino_input_tile(g, x, V, int(e / g.P), e % g.P);
+}
+__global__ void __launch_bounds__(256) wino_weight_kernel(const float* __restrict__ w, float* __restrict__ U, int K,
+                                                          int C) {
+  const int64_t total = int64_t(K) * C;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x)
+    igemm::wino_weight_tile(w, U, K, C, int(e / C), int(e % C));
+}
+__global__ void __launch_bounds__(256) wino_output_kernel(const igemm::WinoGeom g, const float* __restrict__ M,
+                                                          const float* __restrict__ bias, float* __restrict__ y) {
+  const int64_t total = int64_t(g.K) * g.P;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x)
+    igemm::wino_output_tile(g, M, bias, y, int(e / g.P), e % g.P);
+}
+
 // out[c] = sum_{i < n, q < hw} t[i, c, q]: one block per channel (deterministic order).
 __global__ void __launch_bounds__(256) channel_sum_kernel(const float* __restrict__ t, float* __restrict__ out,
                                                           int64_t n, int64_t c, int64_t hw) {
@@ -289,9 +313,53 @@ DwParams dw_params(const Conv2d& g, const float* x, const float* w, const float*
                                bias, y);
 }
 
+// FASTLAYERS_CUDA_CONV_ALGO=winograd (read at every call) sends eligible forward convolutions
+// (3x3, stride 1, dilation 1, groups 1) through Winograd F(2x2, 3x3); the default stays the
+// implicit GEMM until the GPU benchmark says which wins where.
+bool winograd_eligible(const Conv2d& g) {
+  return g.r == 3 && g.s == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1;
+}
+bool use_winograd(const Conv2d& g) {
+  const char* e = std::getenv("FASTLAYERS_CUDA_CONV_ALGO");
+  return e && std::strcmp(e, "winograd") == 0 && winograd_eligible(g);
+}
+
+void winograd_forward(const Conv2d& c, const float* x, const float* w, const float* bias, float* y, cudaStream_t s) {
+  igemm::WinoGeom g{};
+  g.n = int(c.n); g.C = int(c.c); g.H = int(c.h); g.W = int(c.w); g.K = int(c.k); g.OH = int(c.oh); g.OW = int(c.ow);
+  g.ph = c.ph; g.pw = c.pw;
+  g.TH = int((c.oh + 1) / 2);
+  g.TW = int((c.ow + 1) / 2);
+  g.P = c.n * g.TH * g.TW;
+  const size_t nv = size_t(16) * g.C * g.P, nu = size_t(16) * g.K * g.C, nm = size_t(16) * g.K * g.P;
+  void* ws = nullptr;  // stream-ordered workspace: V, U, M
+  FL_CUDA_CHECK(cudaMallocAsync(&ws, (nv + nu + nm) * sizeof(float), s));
+  float* V = static_cast<float*>(ws);
+  float* U = V + nv;
+  float* M = U + nu;
+  wino_weight_kernel<<<blocks_for(int64_t(g.K) * g.C, 256), 256, 0, s>>>(w, U, g.K, g.C);
+  check_launch("wino_weight_kernel");
+  wino_input_kernel<<<blocks_for(int64_t(g.C) * g.P, 256), 256, 0, s>>>(g, x, V);
+  check_launch("wino_input_kernel");
+  GemmCudaParams gp;
+  gp.m = g.K; gp.n = g.P; gp.k = g.C;
+  gp.a = U; gp.lda = g.C;
+  gp.b = V; gp.ldb = g.P;
+  gp.c = M; gp.ldc = g.P;
+  gp.batch = 16;
+  gp.stride_a = int64_t(g.K) * g.C;
+  gp.stride_b = int64_t(g.C) * g.P;
+  gp.stride_c = int64_t(g.K) * g.P;
+  gp.dtype = DType::f32;
+  gemm(gp, s);
+  wino_output_kernel<<<blocks_for(int64_t(g.K) * g.P, 256), 256, 0, s>>>(g, M, bias, y);
+  check_launch("wino_output_kernel");
+  FL_CUDA_CHECK(cudaFreeAsync(ws, s));
+}
+
 }  // namespace
 
-int conv2d_path(const Conv2d& g) { return is_depthwise(g) ? 1 : 0; }
+int conv2d_path(const Conv2d& g) { return use_winograd(g) ? 2 : (is_depthwise(g) ? 1 : 0); }
 
 void conv2d_forward(const float* x, const float* weight, const float* bias, float* y, const Conv2d& g,
                     Stream stream) {
@@ -304,6 +372,10 @@ void conv2d_forward(const float* x, const float* weight, const float* bias, floa
     c.n = std::min(chunk, g.n - i0);
     const float* xc = x + i0 * g.c * g.h * g.w;
     float* yc = y + i0 * g.k * g.oh * g.ow;
+    if (use_winograd(c)) {
+      winograd_forward(c, xc, weight, bias, yc, s);
+      continue;
+    }
     if (is_depthwise(c)) {
       const DwParams p = dw_params(c, xc, weight, bias, yc);
       dw_forward_kernel<<<blocks_for(c.n * c.k * c.oh * p.ow4, 256), 256, 0, s>>>(p);

@@ -32,8 +32,9 @@ void conv2d_backward_weight(const float* dy, const float* x, float* dweight, flo
 // out[c] = sum over n and the plane of t (n, c, hw): the bias gradients.
 void channel_sum(const float* t, float* out, index_t n, index_t c, index_t hw, Stream stream);
 
-// Which kernel a geometry takes (for the tests and the benchmark's labels):
-// 0 implicit GEMM, 1 depthwise direct.
+// Which kernel a forward geometry takes (for the tests and the benchmark's labels):
+// 0 implicit GEMM, 1 depthwise direct, 2 Winograd F(2x2, 3x3) (opt-in:
+// FASTLAYERS_CUDA_CONV_ALGO=winograd, for 3x3 stride-1 undilated ungrouped layers).
 int conv2d_path(const Conv2d& g);
 
 }  // namespace cuda

@@ -583,6 +583,95 @@ FL_HD void dw_weight_accumulate(const DwParams& p, const float* dy, int k, int i
   }
 }
 
+// ---- Winograd F(2x2, 3x3) (stride 1, dilation 1, 3x3, groups 1; opt-in) ------------------------
+// y tile (2x2) = A^T [ (G g G^T) .* (B^T d B) ] A over a 4x4 input tile d: 16 elementwise
+// products per tile, done as 16 GEMMs over channels (M[xi] = U[xi] V[xi]) - 2.25x fewer
+// multiplies than the direct convolution, traded for transform traffic (V and M are 4x the
+// input and output). Layouts: V[xi][c][p], U[xi][k][c], M[xi][k][p], p = (img*TH + ty)*TW + tx.
+struct WinoGeom {
+  int n, C, H, W, K, OH, OW, ph, pw, TH, TW;
+  int64_t P;  // n * TH * TW tiles
+};
+
+// V[:, c, p] for tile p of channel c (the 16 values, written at stride C*P).
+FL_HD void wino_input_tile(const WinoGeom& g, const float* x, float* V, int c, int64_t p) {
+  const int64_t tiles = int64_t(g.TH) * g.TW;
+  const int img = int(p / tiles);
+  const int t = int(p - int64_t(img) * tiles);
+  const int ty = t / g.TW, tx = t - (t / g.TW) * g.TW;
+  const float* xp = x + (int64_t(img) * g.C + c) * g.H * g.W;
+  float d[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const int iy = 2 * ty - g.ph + i, ix = 2 * tx - g.pw + j;
+      d[i][j] = (unsigned(iy) < unsigned(g.H) && unsigned(ix) < unsigned(g.W)) ? FL_LDG(xp + iy * g.W + ix) : 0.0f;
+    }
+  float t4[4][4];  // B^T d
+  for (int j = 0; j < 4; ++j) {
+    t4[0][j] = d[0][j] - d[2][j];
+    t4[1][j] = d[1][j] + d[2][j];
+    t4[2][j] = d[2][j] - d[1][j];
+    t4[3][j] = d[1][j] - d[3][j];
+  }
+  const int64_t stride = int64_t(g.C) * g.P;
+  float* v = V + int64_t(c) * g.P + p;
+  for (int i = 0; i < 4; ++i) {  // (B^T d) B
+    v[(i * 4 + 0) * stride] = t4[i][0] - t4[i][2];
+    v[(i * 4 + 1) * stride] = t4[i][1] + t4[i][2];
+    v[(i * 4 + 2) * stride] = t4[i][2] - t4[i][1];
+    v[(i * 4 + 3) * stride] = t4[i][1] - t4[i][3];
+  }
+}
+
+// U[:, k, c] = G g G^T for the 3x3 filter w[k, c].
+FL_HD void wino_weight_tile(const float* w, float* U, int K, int C, int k, int c) {
+  const float* gp = w + (int64_t(k) * C + c) * 9;
+  float g[3][3];
+  for (int i = 0; i < 9; ++i) g[i / 3][i % 3] = FL_LDG(gp + i);
+  float t[4][3];  // G g
+  for (int j = 0; j < 3; ++j) {
+    t[0][j] = g[0][j];
+    t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+    t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+    t[3][j] = g[2][j];
+  }
+  const int64_t stride = int64_t(K) * C;
+  float* u = U + int64_t(k) * C + c;
+  for (int i = 0; i < 4; ++i) {  // (G g) G^T
+    u[(i * 4 + 0) * stride] = t[i][0];
+    u[(i * 4 + 1) * stride] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+    u[(i * 4 + 2) * stride] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+    u[(i * 4 + 3) * stride] = t[i][2];
+  }
+}
+
+// y's 2x2 tile p of output channel k from M[:, k, p] (+ bias).
+FL_HD void wino_output_tile(const WinoGeom& g, const float* M, const float* bias, float* y, int k, int64_t p) {
+  const int64_t stride = int64_t(g.K) * g.P;
+  const float* mp = M + int64_t(k) * g.P + p;
+  float m[4][4];
+  for (int i = 0; i < 16; ++i) m[i / 4][i % 4] = FL_LDG(mp + i * stride);
+  float s[2][4];  // A^T m
+  for (int j = 0; j < 4; ++j) {
+    s[0][j] = m[0][j] + m[1][j] + m[2][j];
+    s[1][j] = m[1][j] - m[2][j] - m[3][j];
+  }
+  const float b = bias ? FL_LDG(bias + k) : 0.0f;
+  const int64_t tiles = int64_t(g.TH) * g.TW;
+  const int img = int(p / tiles);
+  const int t = int(p - int64_t(img) * tiles);
+  const int ty = t / g.TW, tx = t - (t / g.TW) * g.TW;
+  float* yp = y + (int64_t(img) * g.K + k) * g.OH * g.OW;
+  for (int i = 0; i < 2; ++i) {  // (A^T m) A
+    const int oy = 2 * ty + i;
+    if (oy >= g.OH) break;
+    const float v0 = s[i][0] + s[i][1] + s[i][2] + b, v1 = s[i][1] - s[i][2] - s[i][3] + b;
+    const int ox = 2 * tx;
+    yp[oy * g.OW + ox] = v0;
+    if (ox + 1 < g.OW) yp[oy * g.OW + ox + 1] = v1;
+  }
+}
+
 // Grouped tile order (gemm.cu's): 8 tile-rows swept column by column, for L2 reuse.
 FL_HD void tile_coords(int pid, int tiles_m, int tiles_n, int& tm, int& tn) {
   constexpr int kGroup = 8;
