@@ -467,6 +467,9 @@ def setup():
 
     for name, fn in _mocks().items():
         setattr(_core, name, fn)
+    import dryrun_conv_rnn  # issue 8: the conv / recurrent bindings (and _cuda_conv_rnn's _ptr)
+
+    dryrun_conv_rnn.install(_core)
     _core.cuda_device_count = lambda: 1
     _core.cuda_device_name = lambda i: "dry run (NumPy)"
     _core.cuda_built = True

@@ -12,6 +12,12 @@
 #                                                                           -> OUTDIR/sanitizer.log
 #   bench     bench/gpu/bench_cuda.py                          -> OUTDIR/cuda-gemm-<gpu>.json
 #   check     the independent checker .gpu/gpu_check.py (if present)  -> OUTDIR/gpu-check.json
+# Issue 8 (conv, conv_transpose, LSTM/RNN), not in the default list (the budget): run them in
+# their own call after a build in the same warm machine, e.g. "build test8 sanitize8 bench8":
+#   test8     pytest tests/test_cuda_conv_rnn.py                   -> OUTDIR/test-cuda-conv-rnn.log
+#   sanitize8 compute-sanitizer memcheck + racecheck over a subset of those
+#                                                                   -> OUTDIR/sanitizer-conv-rnn.log
+#   bench8    bench/gpu/bench_cuda_conv_rnn.py (vs cuDNN)          -> OUTDIR/cuda-conv-rnn-<gpu>.json
 #
 # The whole run is bounded by FL_BUDGET seconds (default 560, under the device tool's 10-minute
 # command limit): each stage gets min(its own cap, what is left), and a stage that overruns is
@@ -127,6 +133,52 @@ if has bench; then
   note "bench rc=$rc: $(grep -E 'targets met' "$OUTDIR/bench.log" | tail -1)"
 fi
 
+# ---- issue 8: convolution and recurrent kernels ------------------------------------------------
+if has test8; then
+  t=$(cap 240)
+  echo "== test8 (${t}s cap)"
+  timeout "$t" $PY -m pytest -q -rs -p no:cacheprovider tests/test_cuda_conv_rnn.py > "$OUTDIR/test-cuda-conv-rnn.log" 2>&1
+  rc=$?
+  note "test8 rc=$rc: $(grep -E '[0-9]+ (passed|failed|skipped)' "$OUTDIR/test-cuda-conv-rnn.log" | tail -1)"
+  grep -E "^(FAILED|ERROR)" "$OUTDIR/test-cuda-conv-rnn.log" | head -15
+fi
+
+if has sanitize8; then
+  # memcheck: each kernel once at edge shapes; racecheck: the kernels with shared memory
+  # (implicit GEMM, depthwise weight gradient, rnn step, transpose, column sums).
+  SUB8_MEM='(test_conv2d and (3x3-odd or depthwise-mult2-stride2 or groups3 or split-k or 1x1-c132))
+    or (test_conv_transpose2d and (asym-groups2-outpad or depthwise-s2)) or test_conv2d_noncontiguous
+    or (test_lstm and (5-3-4-8 or 5-3-7-11 or 4-9-16-32)) or (test_rnn and tanh and 6-4-5-13) or test_cells
+    or test_lstm_empty or (test_lstm_step_kernel_variants and 13) or (test_conv2d_winograd and same)'
+  SUB8_RACE='(test_conv2d and (3x3-odd or depthwise-batch-split or split-k))
+    or (test_lstm and (6-4-5-13 or 4-9-16-32)) or (test_rnn and relu and 5-3-4-8)
+    or (test_lstm_step_kernel_variants and 12 and (bpt8 or pdl))'
+  : > "$OUTDIR/sanitizer-conv-rnn.log"
+  for tool in memcheck racecheck; do
+    t=$(cap 150)
+    if [[ $tool == memcheck ]]; then SUBSET=$(echo $SUB8_MEM); else SUBSET=$(echo $SUB8_RACE); fi
+    echo "== compute-sanitizer $tool, conv/rnn (${t}s cap)"
+    echo "===== $tool =====" >> "$OUTDIR/sanitizer-conv-rnn.log"
+    extra=""
+    [[ $tool == memcheck ]] && extra="--leak-check no"
+    FASTLAYERS_NO_CUPY_POOL=1 timeout "$t" compute-sanitizer --tool "$tool" $extra --error-exitcode 99 \
+      --target-processes all $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda_conv_rnn.py -k "$SUBSET" \
+      >> "$OUTDIR/sanitizer-conv-rnn.log" 2>&1
+    rc=$?
+    note "sanitizer8 $tool rc=$rc (99 = errors found, 124 = timed out): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUTDIR/sanitizer-conv-rnn.log" | tail -1) $(grep -E '[0-9]+ (passed|failed)' "$OUTDIR/sanitizer-conv-rnn.log" | tail -1)"
+  done
+fi
+
+if has bench8; then
+  t=$(cap 300)
+  echo "== bench8 (${t}s cap)"
+  timeout "$t" $PY bench/gpu/bench_cuda_conv_rnn.py --json "$OUTDIR/cuda-conv-rnn-${GPU_TAG}.json" --budget $(( t - 30 )) \
+    > "$OUTDIR/bench-conv-rnn.log" 2>&1
+  rc=$?
+  tail -45 "$OUTDIR/bench-conv-rnn.log"
+  note "bench8 rc=$rc: $(grep -E 'targets met' "$OUTDIR/bench-conv-rnn.log" | tail -1)"
+fi
+
 if has check; then
   CHECK=""
   for c in .gpu/gpu_check.py shared/gpu_check.py ../shared/gpu_check.py; do [[ -f $c ]] && CHECK=$c && break; done
@@ -146,3 +198,4 @@ echo
 echo "===== summary ($(( $(date +%s) - START ))s, gpu: $GPU_NAME) ====="
 for s in "${SUMMARY[@]}"; do echo "  $s"; done
 grep -E "passed|failed|error" "$OUTDIR/test-cuda.log" 2>/dev/null | tail -3
+grep -E "passed|failed|error" "$OUTDIR/test-cuda-conv-rnn.log" 2>/dev/null | tail -3

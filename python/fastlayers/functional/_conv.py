@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _cuda_conv_rnn
 from .._arrays import backend, check_array, contiguous, pair
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward"]
 
 
-def _cpu_only(name, **arrays):
-    if backend(**arrays) == "cuda":
-        raise NotImplementedError(f"{name}: no CUDA kernel for this op yet; pass NumPy arrays (cupy.asnumpy)")
+def _on_cuda(**arrays):
+    """True for CuPy arrays (the CUDA kernels, _cuda_conv_rnn.py, take the call)."""
+    return backend(**arrays) == "cuda"
 
 
 def _positive_pair(v, name):
@@ -112,7 +112,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     padding: int, pair, "valid" or "same" (stride 1 only; an odd total puts the extra row and
     column on the bottom/right, as PyTorch)."""
-    _cpu_only("conv2d", x=x, weight=weight, bias=bias)
+    if _on_cuda(x=x, weight=weight, bias=bias):
+        return _cuda_conv_rnn.conv2d(x, weight, bias, stride, padding, dilation, groups)
     x, weight, bias, s, p, d, groups, (oh, ow) = _conv_setup(x, weight, bias, stride, padding, dilation, groups)
     y = np.empty((x.shape[0], weight.shape[0], oh, ow), np.float32)
     if y.size:
@@ -122,7 +123,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def conv2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Gradients (grad_x, grad_weight, grad_bias) of conv2d; grad_bias is None without a bias."""
-    _cpu_only("conv2d_backward", grad_out=grad_out, x=x, weight=weight, bias=bias)
+    if _on_cuda(grad_out=grad_out, x=x, weight=weight, bias=bias):
+        return _cuda_conv_rnn.conv2d_backward(grad_out, x, weight, bias, stride, padding, dilation, groups)
     x, weight, bias, s, p, d, groups, (oh, ow) = _conv_setup(x, weight, bias, stride, padding, dilation, groups)
     check_array(grad_out, "grad_out", ndim=4)
     expected = (x.shape[0], weight.shape[0], oh, ow)
@@ -182,7 +184,8 @@ def _transpose_setup(x, weight, bias, stride, padding, output_padding, groups, d
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """x: (N, C_in, H, W), weight: (C_in, C_out/groups, R, S), bias: (C_out,) -> (N, C_out, OH, OW),
     OH = (H - 1)*stride - 2*padding + dilation*(R - 1) + output_padding + 1."""
-    _cpu_only("conv_transpose2d", x=x, weight=weight, bias=bias)
+    if _on_cuda(x=x, weight=weight, bias=bias):
+        return _cuda_conv_rnn.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
     x, weight, bias, s, p, d, groups, (c_out, oh, ow) = _transpose_setup(
         x, weight, bias, stride, padding, output_padding, groups, dilation)
     y = np.empty((x.shape[0], c_out, oh, ow), np.float32)
@@ -195,7 +198,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 def conv_transpose2d_backward(grad_out, x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                               dilation=1):
     """Gradients (grad_x, grad_weight, grad_bias) of conv_transpose2d; grad_bias is None without a bias."""
-    _cpu_only("conv_transpose2d_backward", grad_out=grad_out, x=x, weight=weight, bias=bias)
+    if _on_cuda(grad_out=grad_out, x=x, weight=weight, bias=bias):
+        return _cuda_conv_rnn.conv_transpose2d_backward(grad_out, x, weight, bias, stride, padding, output_padding,
+                                                        groups, dilation)
     x, weight, bias, s, p, d, groups, (c_out, oh, ow) = _transpose_setup(
         x, weight, bias, stride, padding, output_padding, groups, dilation)
     check_array(grad_out, "grad_out", ndim=4)

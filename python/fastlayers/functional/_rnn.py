@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _cuda_conv_rnn
 from .._arrays import backend, check_array, contiguous
 
 __all__ = [
@@ -75,14 +75,15 @@ def _shape(a):
     return tuple(a.shape)
 
 
-def _cpu_only(name, arrays, params=None):
+def _on_cuda(name, arrays, params=None):
+    """True for CuPy arrays (kinds checked across every argument, the weights included): the
+    sequence functions then hand the call to _cuda_conv_rnn.py; the cells run through them."""
     if params is not None and isinstance(params, (list, tuple)):
         names = ("w_ih", "w_hh", "b_ih", "b_hh")
         for k, p in enumerate(params):
             if isinstance(p, (list, tuple)):
                 arrays.update({f"params[{k}].{names[j]}": a for j, a in enumerate(p[:4])})
-    if backend(**arrays) == "cuda":
-        raise NotImplementedError(f"{name}: no CUDA kernel for the recurrent layers yet; use NumPy arrays")
+    return backend(**arrays) == "cuda"
 
 
 def _check_int(v, name, minimum):
@@ -172,7 +173,7 @@ def _prepare(kind, x, params, states, num_layers, bidirectional, batch_first):
     B = x.shape[0] if batch_first else x.shape[1]
     shape = (num_layers * dirs, B, H)
     states = [_check_state(s, n, shape) for n, s in states]
-    seq = np.swapaxes(x, 0, 1) if batch_first else x
+    seq = x.swapaxes(0, 1) if batch_first else x  # (the method: NumPy and CuPy arrays alike)
     entries = [tuple(None if a is None else contiguous(a) for a in e) for e in entries]
     return contiguous(seq), H, entries, dirs, states
 
@@ -265,7 +266,9 @@ def lstm(x, params, h0=None, c0=None, *, num_layers=1, bidirectional=False, batc
     h0, c0: (num_layers * dirs, B, H) or None (zeros).
     Returns (output, (h_n, c_n)); output (T, B, dirs*H) (batch-first when batch_first). With
     training=True returns (output, (h_n, c_n), reserve) for lstm_backward."""
-    _cpu_only("lstm", {"x": x, "h0": h0, "c0": c0}, params)
+    if _on_cuda("lstm", {"x": x, "h0": h0, "c0": c0}, params):
+        return _cuda_conv_rnn.lstm(x, params, h0, c0, num_layers=num_layers, bidirectional=bidirectional,
+                                   batch_first=batch_first, training=training)
     out, h_n, c_n, reserve = _forward("lstm", x, params, h0, c0, num_layers, bidirectional, batch_first, training)
     return (out, (h_n, c_n), reserve) if training else (out, (h_n, c_n))
 
@@ -275,7 +278,9 @@ def rnn(x, params, h0=None, *, nonlinearity="tanh", num_layers=1, bidirectional=
     """Stacked, optionally bidirectional Elman RNN: h_t = act(x_t w_ih^T + b_ih + h_{t-1} w_hh^T + b_hh)
     with act tanh or relu; shapes as lstm's with H instead of 4H. Returns (output, h_n)
     (+ reserve with training=True)."""
-    _cpu_only("rnn", {"x": x, "h0": h0}, params)
+    if _on_cuda("rnn", {"x": x, "h0": h0}, params):
+        return _cuda_conv_rnn.rnn(x, params, h0, nonlinearity=nonlinearity, num_layers=num_layers,
+                                  bidirectional=bidirectional, batch_first=batch_first, training=training)
     _check_nonlinearity(nonlinearity)
     out, h_n, _, reserve = _forward(nonlinearity, x, params, h0, None, num_layers, bidirectional, batch_first,
                                     training)
@@ -285,8 +290,11 @@ def rnn(x, params, h0=None, *, nonlinearity="tanh", num_layers=1, bidirectional=
 def lstm_backward(grad_output, grad_h_n, grad_c_n, x, params, reserve, h0=None, c0=None, *, num_layers=1,
                   bidirectional=False, batch_first=False):
     """Gradients of lstm: (grad_x, grad_params, grad_h0, grad_c0); see the module docstring."""
-    _cpu_only("lstm_backward", {"grad_output": grad_output, "grad_h_n": grad_h_n, "grad_c_n": grad_c_n, "x": x, "h0": h0,
-                                    "c0": c0}, params)
+    if _on_cuda("lstm_backward", {"grad_output": grad_output, "grad_h_n": grad_h_n, "grad_c_n": grad_c_n, "x": x,
+                                  "h0": h0, "c0": c0}, params):
+        return _cuda_conv_rnn.lstm_backward(grad_output, grad_h_n, grad_c_n, x, params, reserve, h0, c0,
+                                            num_layers=num_layers, bidirectional=bidirectional,
+                                            batch_first=batch_first)
     grad_x, grads, dh0, dc0 = _backward("lstm", grad_output, grad_h_n, grad_c_n, x, params, reserve, h0, c0,
                                         num_layers, bidirectional, batch_first)
     return grad_x, grads, None if h0 is None else dh0, None if c0 is None else dc0
@@ -295,7 +303,10 @@ def lstm_backward(grad_output, grad_h_n, grad_c_n, x, params, reserve, h0=None, 
 def rnn_backward(grad_output, grad_h_n, x, params, reserve, h0=None, *, nonlinearity="tanh", num_layers=1,
                  bidirectional=False, batch_first=False):
     """Gradients of rnn: (grad_x, grad_params, grad_h0); see the module docstring."""
-    _cpu_only("rnn_backward", {"grad_output": grad_output, "grad_h_n": grad_h_n, "x": x, "h0": h0}, params)
+    if _on_cuda("rnn_backward", {"grad_output": grad_output, "grad_h_n": grad_h_n, "x": x, "h0": h0}, params):
+        return _cuda_conv_rnn.rnn_backward(grad_output, grad_h_n, x, params, reserve, h0, nonlinearity=nonlinearity,
+                                           num_layers=num_layers, bidirectional=bidirectional,
+                                           batch_first=batch_first)
     _check_nonlinearity(nonlinearity)
     grad_x, grads, dh0, _ = _backward(nonlinearity, grad_output, grad_h_n, None, x, params, reserve, h0, None,
                                       num_layers, bidirectional, batch_first)
@@ -324,7 +335,7 @@ def _cell_params(w_ih, w_hh, b_ih, b_hh):
 
 def lstm_cell(x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step: x (B, I), hx and cx (B, H) -> (h, c), each (B, H)."""
-    _cpu_only("lstm_cell", {"x": x, "hx": hx, "cx": cx, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    _on_cuda("lstm_cell", {"x": x, "hx": hx, "cx": cx, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
     _check_cell(x, hx, cx, w_ih, w_hh, b_ih, b_hh, 4)
     out, (_, c) = lstm(x[None], _cell_params(w_ih, w_hh, b_ih, b_hh), hx[None], cx[None])
     return out[0], c[0]
@@ -333,7 +344,7 @@ def lstm_cell(x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
 def lstm_cell_backward(grad_h, grad_c, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     """Gradients (grad_x, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) of
     lstm_cell from the gradients of h and c (grad_c may be None: zero)."""
-    _cpu_only("lstm_cell_backward", {"grad_h": grad_h, "grad_c": grad_c, "x": x, "hx": hx, "cx": cx, "w_ih": w_ih, "w_hh": w_hh})
+    _on_cuda("lstm_cell_backward", {"grad_h": grad_h, "grad_c": grad_c, "x": x, "hx": hx, "cx": cx, "w_ih": w_ih, "w_hh": w_hh})
     B, H = _check_cell(x, hx, cx, w_ih, w_hh, b_ih, b_hh, 4)
     for g, name in ((grad_h, "grad_h"), (grad_c, "grad_c")):
         if g is not None:
@@ -349,7 +360,7 @@ def lstm_cell_backward(grad_h, grad_c, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=No
 
 def rnn_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     """One Elman RNN step: act(x @ w_ih.T + b_ih + hx @ w_hh.T + b_hh), act tanh or relu."""
-    _cpu_only("rnn_cell", {"x": x, "hx": hx, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
+    _on_cuda("rnn_cell", {"x": x, "hx": hx, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh})
     _check_nonlinearity(nonlinearity)
     _check_cell(x, hx, None, w_ih, w_hh, b_ih, b_hh, 1)
     out, _ = rnn(x[None], _cell_params(w_ih, w_hh, b_ih, b_hh), hx[None], nonlinearity=nonlinearity)
@@ -358,7 +369,7 @@ def rnn_cell(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
 
 def rnn_cell_backward(grad_h, x, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     """Gradients (grad_x, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) of rnn_cell."""
-    _cpu_only("rnn_cell_backward", {"grad_h": grad_h, "x": x, "hx": hx, "w_ih": w_ih, "w_hh": w_hh})
+    _on_cuda("rnn_cell_backward", {"grad_h": grad_h, "x": x, "hx": hx, "w_ih": w_ih, "w_hh": w_hh})
     _check_nonlinearity(nonlinearity)
     B, H = _check_cell(x, hx, None, w_ih, w_hh, b_ih, b_hh, 1)
     check_array(grad_h, "grad_h", ndim=2)
