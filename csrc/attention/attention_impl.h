@@ -51,6 +51,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 #include "attention/attention.h"
 #include "core/parallel.h"
@@ -118,11 +119,11 @@ inline void apply_mask_row(const AttentionParams& p, index_t bh, index_t q_first
 // Q^T panel: dst[e * NR + j] = X[row0 + j][e] for j < n, zero for padded queries.
 template <int NR>
 inline void pack_rows_transposed(const float* x, index_t rs, index_t cs, index_t row0, index_t n, index_t cols,
-                                 float* dst) {
+                                 float* dst, float mul = 1.0f) {
   for (index_t j = 0; j < NR; ++j) {
     if (j < n) {
       const float* src = x + (row0 + j) * rs;
-      for (index_t e = 0; e < cols; ++e) dst[e * NR + j] = src[e * cs];
+      for (index_t e = 0; e < cols; ++e) dst[e * NR + j] = src[e * cs] * mul;
     } else {
       for (index_t e = 0; e < cols; ++e) dst[e * NR + j] = 0.0f;
     }
@@ -195,6 +196,14 @@ inline void pack_b_rows(const float* x, index_t rs, index_t cs, index_t row0, in
   }
 }
 
+// Rows [row0, row0 + n) of a strided matrix into a contiguous (n x cols) buffer.
+inline void copy_rows(const float* x, index_t rs, index_t cs, index_t row0, index_t n, index_t cols, float* dst) {
+  for (index_t r = 0; r < n; ++r) {
+    const float* src = x + (row0 + r) * rs;
+    for (index_t c = 0; c < cols; ++c) dst[r * cols + c] = src[c * cs];
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // Forward
 // ------------------------------------------------------------------------------------------
@@ -215,35 +224,23 @@ struct Forward {
   static_assert(kBC % MR == 0, "BC must be a multiple of MR");
 
   const AttentionParams& p;
-  UkernelFn uk;
-  index_t ev_tiles;  // ceil(Ev / MR)
-  index_t NP;        // query panels per block
-  index_t BR;        // queries per block (NP * NR)
-  index_t s_pad = 0;  // > 0: K/V of a whole head are packed once per thread (HeadCache)
-
-  // A thread's packed K and V^T of one kv head (all S keys), reused by the consecutive query
-  // blocks of that head the thread runs: packing per block cost ~4% at L = 4096.
-  struct HeadCache {
-    float* k;
-    float* v;
-    index_t kv = -1;
-  };
-  index_t cache_floats() const { return s_pad ? round16(s_pad * p.E) + round16(ev_tiles * MR * s_pad) : 0; }
+  index_t NP;  // query panels per block
+  index_t BR;  // queries per block (NP * NR)
 
   index_t workspace_floats() const {
-    return round16(NP * p.E * NR) + round16(NP * kBC * NR) + round16(NP * ev_tiles * MR * NR) +
-           round16(kBC * p.E) + round16(ev_tiles * MR * kBC) + 3 * round16(BR) + 64;
+    return round16(NP * p.E * NR) + round16(NP * kBC * NR) + round16(NP * p.Ev * NR) + round16(kBC * p.E) +
+           round16(kBC * p.Ev) + 3 * round16(BR) + 64;
   }
 
-  void block(index_t bh, index_t q0, float* ws, HeadCache* hc) const {
+  void block(index_t bh, index_t q0, float* ws) const {
     const index_t L = p.L, E = p.E, Ev = p.Ev;
     const index_t nq = std::min(BR, L - q0), np = ceil_div(nq, NR);
     Carver c{ws};
     float* qp = c.take(NP * E * NR);
     float* st = c.take(NP * kBC * NR);
-    float* ot = c.take(NP * ev_tiles * MR * NR);
-    float* kp = c.take(kBC * E);
-    float* vp = c.take(ev_tiles * MR * kBC);
+    float* ot = c.take(NP * Ev * NR);
+    float* kbuf = c.take(kBC * E);
+    float* vbuf = c.take(kBC * Ev);
     float* mrow = c.take(BR);
     float* lrow = c.take(BR);
     float* qidx = c.take(BR);
@@ -253,31 +250,38 @@ struct Forward {
     const float* K = p.k.ptr + p.k.off[kv];
     const float* Vm = p.v.ptr + p.v.off[kv];
 
+    // Q^T panels pre-scaled by scale * log2(e): the scores come out of the S kernel in log2
+    // units with no multiply in its epilogue.
+    const float qscale = p.scale * kLog2e;
     for (index_t jp = 0; jp < np; ++jp)
       pack_rows_transposed<NR>(Q, p.q.rs, p.q.cs, q0 + jp * NR, std::min<index_t>(NR, nq - jp * NR), E,
-                               qp + jp * E * NR);
-    std::memset(ot, 0, sizeof(float) * np * ev_tiles * MR * NR);
+                               qp + jp * E * NR, qscale);
+    std::memset(ot, 0, sizeof(float) * np * Ev * NR);
     for (index_t j = 0; j < BR; ++j) {
       mrow[j] = kNegInf;
       lrow[j] = 0.0f;
       qidx[j] = static_cast<float>(q0 + j);
     }
 
-    if (hc && hc->kv != kv) {
-      pack_a_rows<MR>(K, p.k.rs, p.k.cs, 0, p.S, E, hc->k);
-      pack_a_cols<MR>(Vm, p.v.rs, p.v.cs, 0, p.S, Ev, s_pad * MR, hc->v);
-      hc->kv = kv;
-    }
-    const index_t vstride = hc ? s_pad * MR : kBC * MR;  // floats between the V^T tiles
     const index_t kend = p.causal ? std::min(p.S, q0 + nq) : p.S;
     for (index_t k0 = 0; k0 < kend; k0 += kBC) {
       const index_t nk = std::min(kBC, kend - k0);
-      if (hc) {
-        kp = hc->k + k0 * E;  // k0 is a multiple of MR: whole packed tiles
-        vp = hc->v + k0 * MR;
-      } else {
-        pack_a_rows<MR>(K, p.k.rs, p.k.cs, k0, nk, E, kp);
-        pack_a_cols<MR>(Vm, p.v.rs, p.v.cs, k0, nk, Ev, kBC * MR, vp);
+      // K and V are read in place (the kernels broadcast single elements of their rows, so
+      // unit column stride is all they need: no packing, which cost ~3% at L = 512); a view
+      // with strided columns is copied tile by tile.
+      const float* kt = K + k0 * p.k.rs;
+      index_t krs = p.k.rs;
+      if (p.k.cs != 1) {
+        copy_rows(K, p.k.rs, p.k.cs, k0, nk, E, kbuf);
+        kt = kbuf;
+        krs = E;
+      }
+      const float* vt = Vm + k0 * p.v.rs;
+      index_t vrs = p.v.rs;
+      if (p.v.cs != 1) {
+        copy_rows(Vm, p.v.rs, p.v.cs, k0, nk, Ev, vbuf);
+        vt = vbuf;
+        vrs = Ev;
       }
       for (index_t jp = 0; jp < np; ++jp) {
         const index_t qf = q0 + jp * NR, nqp = std::min<index_t>(NR, nq - jp * NR);
@@ -285,23 +289,31 @@ struct Forward {
         const index_t nkp = p.causal ? std::min(nk, qf + nqp - k0) : nk;
         if (nkp <= 0) continue;
         float* sp = st + jp * kBC * NR;
-        for (index_t t = 0; t < ceil_div(nkp, MR); ++t)
-          uk(E, kp + t * E * MR, qp + jp * E * NR, sp + t * MR * NR, NR, p.scale * kLog2e, 0.0f,
-             static_cast<int>(std::min<index_t>(MR, nkp - t * MR)), NR);
-        V corr[NV];
-        softmax_panel(bh, k0, nkp, qf, nqp, sp, mrow + jp * NR, lrow + jp * NR, qidx + jp * NR, corr);
-        float* op = ot + jp * ev_tiles * MR * NR;
-        for (index_t r = 0; r < Ev; ++r)
-          for (int v = 0; v < NV; ++v) S::store(op + r * NR + v * W, S::mul(S::load(op + r * NR + v * W), corr[v]));
-        for (index_t t = 0; t < ev_tiles; ++t)
-          uk(nkp, vp + t * vstride, sp, op + t * MR * NR, NR, 1.0f, 1.0f,
-             static_cast<int>(std::min<index_t>(MR, Ev - t * MR)), NR);
+        const float* qpp = qp + jp * E * NR;
+        V mx[NV];
+        for (int v = 0; v < NV; ++v) mx[v] = S::set1(kNegInf);
+        const index_t full = nkp / MR, rem = nkp % MR;
+        for (index_t t = 0; t < full; ++t) s_tile<MR>(E, kt + t * MR * krs, krs, qpp, sp + t * MR * NR, mx);
+        if (rem)
+          with_rows<MR - 1>(static_cast<int>(rem), [&](auto r) {
+            s_tile<decltype(r)::value>(E, kt + full * MR * krs, krs, qpp, sp + full * MR * NR, mx);
+          });
+        const bool causal = p.causal && k0 + nkp - 1 > qf;  // some key of the tile lies past a query
+        if (causal || p.mask_kind != MaskKind::none) mask_panel(bh, k0, nkp, qf, nqp, causal, sp, qidx + jp * NR, mx);
+        float* op = ot + jp * Ev * NR;
+        softmax_panel(nkp, sp, mrow + jp * NR, lrow + jp * NR, mx, k0 == 0 ? nullptr : op);
+        const index_t vfull = Ev / MR, vrem = Ev % MR;
+        for (index_t t = 0; t < vfull; ++t) pv_tile<MR>(nkp, vt + t * MR, vrs, sp, op + t * MR * NR);
+        if (vrem)
+          with_rows<MR - 1>(static_cast<int>(vrem), [&](auto r) {
+            pv_tile<decltype(r)::value>(nkp, vt + vfull * MR, vrs, sp, op + vfull * MR * NR);
+          });
       }
     }
 
-    // O = O^T / l, transposed into the output rows; empty rows (l == 0) give zeros.
+  // O = O^T / l, transposed into the output rows; empty rows (l == 0) give zeros.
     for (index_t jp = 0; jp < np; ++jp) {
-      const float* op = ot + jp * ev_tiles * MR * NR;
+      const float* op = ot + jp * Ev * NR;
       const index_t nqp = std::min<index_t>(NR, nq - jp * NR);
       for (index_t j = 0; j < nqp; ++j) {
         const index_t qi = q0 + jp * NR + j;
@@ -314,16 +326,88 @@ struct Forward {
     }
   }
 
-  // Online softmax over rows [0, nk) of one S^T panel: mask, new running max, P in place,
-  // running sum; returns the factor exp(m_old - m_new) that rescales O.
-  void softmax_panel(index_t bh, index_t k0, index_t nk, index_t qf, index_t nq, float* sp, float* m, float* l,
-                     const float* qidx, V (&corr)[NV]) const {
-    const bool causal = p.causal && k0 + nk - 1 > qf;  // some key of the tile lies past a query
+  // Calls f(std::integral_constant<int, r>) for a runtime 1 <= r <= R: the remainder tiles
+  // get a register tile of exactly their size (the padded MR-row tile wasted 3% of the P V
+  // FMAs at Ev = 64 with MR = 6).
+  template <int R, class Fn>
+  static void with_rows(int r, Fn&& f) {
+    if constexpr (R >= 1) {
+      if (r == R) return f(std::integral_constant<int, R>{});
+      with_rows<R - 1>(r, f);
+    }
+  }
+
+  // R rows of S^T (keys) of one panel: st[i][q] = sum_e K[i][e] Q^T[e][q], K's rows read in
+  // place (kr[i * krs + e]), Q^T panel pre-scaled; the column max is taken in registers.
+  template <int R>
+  static void s_tile(index_t E, const float* kr, index_t krs, const float* qp, float* st, V (&mx)[NV]) {
+    const float* k[R];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) k[i] = kr + i * krs;
+    V acc[R][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = S::zero();
+#pragma GCC unroll 4
+    for (index_t e = 0; e < E; ++e) {
+      V b[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) b[v] = S::load(qp + e * NR + v * W);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const V a = S::bcast(k[i] + e);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = S::fma(a, b[v], acc[i][v]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        S::store(st + i * NR + v * W, acc[i][v]);
+        mx[v] = S::max(mx[v], acc[i][v]);
+      }
+  }
+
+  // O^T rows [0, R) of one panel += V^T P^T over nk keys: V read in place (R consecutive
+  // elements vr[k * vrs + i] of each key's row), P^T panel pt[k * NR + q]. The accumulators
+  // start from O^T itself, so the epilogue is a plain store (no alpha/beta multiplies).
+  template <int R>
+  static void pv_tile(index_t nk, const float* vr, index_t vrs, const float* pt, float* op) {
+    V acc[R][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = S::load(op + i * NR + v * W);
+#pragma GCC unroll 4
+    for (index_t k = 0; k < nk; ++k) {
+      V b[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) b[v] = S::load(pt + k * NR + v * W);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const V a = S::bcast(vr + k * vrs + i);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = S::fma(a, b[v], acc[i][v]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) S::store(op + i * NR + v * W, acc[i][v]);
+  }
+
+  // Masks (the attn_mask, and causal on a tile that crosses the diagonal) applied to rows
+  // [0, nk) of one S^T panel, and the column max taken again over the masked scores.
+  void mask_panel(index_t bh, index_t k0, index_t nk, index_t qf, index_t nq, bool causal, float* sp,
+                  const float* qidx, V (&mx)[NV]) const {
     const V ninf = S::set1(kNegInf);
-    V mx[NV];
-    for (int v = 0; v < NV; ++v) mx[v] = ninf;
     V qv[NV];
-    for (int v = 0; v < NV; ++v) qv[v] = S::load(qidx + v * W);
+    for (int v = 0; v < NV; ++v) {
+      qv[v] = S::load(qidx + v * W);
+      mx[v] = ninf;
+    }
     for (index_t r = 0; r < nk; ++r) {
       float* row = sp + r * NR;
       if (p.mask_kind != MaskKind::none) apply_mask_row(p, bh, qf, nq, k0 + r, row, kLog2e);
@@ -337,61 +421,82 @@ struct Forward {
         mx[v] = S::max(mx[v], s);
       }
     }
-    V mu[NV], sum[NV];
+  }
+
+  // Online softmax over rows [0, nk) of one S^T panel whose column max is mx: the running
+  // max m moves only when a score exceeds it by more than kLazy (log2 units) — then O^T and
+  // l are rescaled — so after the first tiles of a row (scores of random data in log2 units
+  // have a spread of a few units) a tile costs no rescale at all; P = 2^(S - m) <= 2^kLazy
+  // stays far from overflow. P is written in place, l += its column sums. op == nullptr: the
+  // first key tile, O^T and l are still 0 and need no rescale.
+  static constexpr float kLazy = 8.0f;
+  void softmax_panel(index_t nk, float* sp, float* m, float* l, const V (&mx)[NV], float* op) const {
+    const V ninf = S::set1(kNegInf), lazy = S::set1(kLazy);
+    V mu[NV], mold[NV], mnew[NV];
+    bool grow = false;
     for (int v = 0; v < NV; ++v) {
-      const V mold = S::load(m + v * W);
-      const V mnew = S::max(mold, mx[v]);
-      mu[v] = S::select_gt(mnew, ninf, mnew, S::zero());  // an all -inf row so far: shift by 0
-      corr[v] = S::exp2(S::sub(mold, mu[v]));
-      S::store(m + v * W, mnew);
-      sum[v] = S::zero();
+      mold[v] = S::load(m + v * W);
+      // m_old = -inf (nothing seen yet): -inf + 8 = -inf, so any finite max is taken.
+      mnew[v] = S::select_gt(mx[v], S::add(mold[v], lazy), mx[v], mold[v]);
+      grow = grow || S::any_gt(mx[v], S::add(mold[v], lazy));
     }
+    for (int v = 0; v < NV; ++v) mu[v] = S::select_gt(mnew[v], ninf, mnew[v], S::zero());  // all -inf so far: 0
+    if (grow && !op) {
+      for (int v = 0; v < NV; ++v) S::store(m + v * W, mnew[v]);
+    } else if (grow) {
+      // corr = 2^(m_old - m_new): 0 for m_old = -inf (exp2 clamps), 1 where m did not move.
+      V corr[NV];
+      for (int v = 0; v < NV; ++v) {
+        corr[v] = S::exp2(S::sub(mold[v], mu[v]));
+        S::store(m + v * W, mnew[v]);
+        S::store(l + v * W, S::mul(S::load(l + v * W), corr[v]));
+      }
+      for (index_t r = 0; r < p.Ev; ++r)
+        for (int v = 0; v < NV; ++v) S::store(op + r * NR + v * W, S::mul(S::load(op + r * NR + v * W), corr[v]));
+    }
+    V sum[NV];
+    for (int v = 0; v < NV; ++v) sum[v] = S::zero();
+#pragma GCC unroll 2
     for (index_t r = 0; r < nk; ++r) {
       float* row = sp + r * NR;
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         const V e = S::exp2(S::sub(S::load(row + v * W), mu[v]));
         S::store(row + v * W, e);
         sum[v] = S::add(sum[v], e);
       }
     }
-    for (int v = 0; v < NV; ++v) S::store(l + v * W, S::fma(S::load(l + v * W), corr[v], sum[v]));
+    for (int v = 0; v < NV; ++v) S::store(l + v * W, S::add(S::load(l + v * W), sum[v]));
   }
 };
 
 template <class S>
 void forward(const AttentionParams& p) {
   using F = Forward<S>;
-  const Ukernel uk = S::ukernel();
-  FL_CHECK(uk.mr == S::MR && uk.nr == S::NR, "attention: micro-kernel tile mismatch");
   FL_CHECK(!p.causal || (p.L < (index_t{1} << 24) && p.S < (index_t{1} << 24)),
            "scaled_dot_product_attention: is_causal supports L, S < 2^24");
   if (p.nbh == 0 || p.L == 0) return;
   const index_t np = std::min(forward_panels(S::NR, p.E, p.Ev), ceil_div(p.L, S::NR));
-  F f{p, uk.fn, ceil_div(p.Ev, S::MR), np, np * S::NR};
+  F f{p, np, np * S::NR};
   const index_t nqb = ceil_div(p.L, f.BR);
   const index_t items = p.nbh * nqb;
   const index_t work = items * f.BR * std::max<index_t>(p.S, 1) * (p.E + p.Ev);
   int nt = p.num_threads > 0 ? p.num_threads : threads_for(work, index_t{1} << 18);
   nt = static_cast<int>(std::min<index_t>(nt, items));
-  // Whole heads per thread (dynamic chunks of one head's blocks) with the K/V head cache when
-  // there are heads enough to balance the threads and the cache stays small (8 MiB/thread);
-  // otherwise (few long heads: the L = 16384 single head) blocks are balanced one by one and
-  // K/V packed per block, keeping the memory independent of S.
-  const index_t s_pad = ceil_div(p.S, S::MR) * S::MR;
-  const bool cache = nqb > 1 && p.nbh >= 4 * nt && s_pad * (p.E + f.ev_tiles * S::MR) <= (index_t{2} << 20);
-  if (cache) f.s_pad = s_pad;
-  const index_t chunk = cache ? nqb : 1;
-  const index_t per = round16(f.workspace_floats()) + f.cache_floats();
+  // Whole heads per thread (dynamic chunks of one head's blocks) when there are heads enough
+  // to balance the threads, so that a head's K/V stay in the thread's cache from one query
+  // block to the next; otherwise (few long heads: the L = 16384 single head) blocks are
+  // balanced one by one.
+  const index_t chunk = nqb > 1 && p.nbh >= 4 * nt ? nqb : 1;
+  const index_t per = round16(f.workspace_floats());
   Buffer ws = alloc_floats(per * nt);
 #pragma omp parallel num_threads(nt)
   {
     float* mine = ws.get() + per * omp_get_thread_num();
-    typename F::HeadCache hc{mine + round16(f.workspace_floats()), nullptr};
-    if (cache) hc.v = hc.k + round16(s_pad * p.E);
 #pragma omp for schedule(dynamic, chunk)
     for (index_t it = 0; it < items; ++it) {
       const index_t bh = it / nqb, qb = nqb - 1 - it % nqb;  // late (causal: costly) blocks first
-      f.block(bh, qb * f.BR, mine, cache ? &hc : nullptr);
+      f.block(bh, qb * f.BR, mine);
     }
   }
 }
