@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "attention/attention_impl.h"
+#include "attention/transpose8_avx.h"
 
 namespace fl {
 namespace {
@@ -15,6 +16,9 @@ struct Avx2 {
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V load(const float* p) { return _mm256_load_ps(p); }
+  static void transpose8(const float* src, index_t rs, float* dst, index_t ds, const float* mul) {
+    attn_detail::transpose8_avx(src, rs, dst, ds, mul);
+  }
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static void store(float* p, V v) { _mm256_store_ps(p, v); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "attention/attention_impl.h"
+#include "attention/transpose8_avx.h"
 
 namespace fl {
 namespace {
@@ -18,6 +19,9 @@ struct Avx512 {
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V load(const float* p) { return _mm512_load_ps(p); }
+  static void transpose8(const float* src, index_t rs, float* dst, index_t ds, const float* mul) {
+    attn_detail::transpose8_avx(src, rs, dst, ds, mul);
+  }
   static V bcast(const float* p) { return _mm512_set1_ps(*p); }
   static void store(float* p, V v) { _mm512_store_ps(p, v); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }

@@ -17,6 +17,10 @@ struct Generic {
   static V zero() { return 0.0f; }
   static V set1(float x) { return x; }
   static V load(const float* p) { return *p; }
+  static void transpose8(const float* src, index_t rs, float* dst, index_t ds, const float* mul) {
+    for (index_t k = 0; k < 8; ++k)
+      for (index_t i = 0; i < 8; ++i) dst[k * ds + i] = src[i * rs + k] * mul[k];
+  }
   static V bcast(const float* p) { return *p; }
   static void store(float* p, V v) { *p = v; }
   static V add(V a, V b) { return a + b; }

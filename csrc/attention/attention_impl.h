@@ -254,8 +254,8 @@ struct Forward {
     // units with no multiply in its epilogue.
     const float qscale = p.scale * kLog2e;
     for (index_t jp = 0; jp < np; ++jp)
-      pack_rows_transposed<NR>(Q, p.q.rs, p.q.cs, q0 + jp * NR, std::min<index_t>(NR, nq - jp * NR), E,
-                               qp + jp * E * NR, qscale);
+      pack_q_panel(Q, p.q.rs, p.q.cs, q0 + jp * NR, std::min<index_t>(NR, nq - jp * NR), E, qp + jp * E * NR,
+                   qscale);
     std::memset(ot, 0, sizeof(float) * np * Ev * NR);
     for (index_t j = 0; j < BR; ++j) {
       mrow[j] = kNegInf;
@@ -311,17 +311,45 @@ struct Forward {
       }
     }
 
-  // O = O^T / l, transposed into the output rows; empty rows (l == 0) give zeros.
+    // O = O^T / l, transposed into the output rows; empty rows (l == 0) give zeros.
     for (index_t jp = 0; jp < np; ++jp) {
       const float* op = ot + jp * Ev * NR;
       const index_t nqp = std::min<index_t>(NR, nq - jp * NR);
-      for (index_t j = 0; j < nqp; ++j) {
-        const index_t qi = q0 + jp * NR + j;
+      const index_t qf = q0 + jp * NR;
+      float inv[NR];
+      for (index_t j = 0; j < NR; ++j) {
         const float l = lrow[jp * NR + j];
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        float* dst = p.out + (bh * L + qi) * Ev;
-        for (index_t e = 0; e < Ev; ++e) dst[e] = op[e * NR + j] * inv;
-        if (p.lse) p.lse[bh * L + qi] = l > 0.0f ? mrow[jp * NR + j] * kLn2 + std::log(l) : kNegInf;
+        inv[j] = l > 0.0f ? 1.0f / l : 0.0f;
+        if (p.lse && j < nqp) p.lse[bh * L + qf + j] = l > 0.0f ? mrow[jp * NR + j] * kLn2 + std::log(l) : kNegInf;
+      }
+      float* dst = p.out + (bh * L + qf) * Ev;
+      const index_t n8 = nqp / 8 * 8, e8 = Ev / 8 * 8;
+      for (index_t j = 0; j < n8; j += 8)
+        for (index_t e = 0; e < e8; e += 8) S::transpose8(op + e * NR + j, NR, dst + j * Ev + e, Ev, inv + j);
+      for (index_t j = 0; j < nqp; ++j)
+        for (index_t e = j < n8 ? e8 : 0; e < Ev; ++e) dst[j * Ev + e] = op[e * NR + j] * inv[j];
+    }
+  }
+
+  // One Q^T panel (E x NR, queries [row0, row0 + n), zero past n), times mul; 8 x 8 blocks
+  // through S::transpose8 when the rows are unit-stride, the edges element by element.
+  static void pack_q_panel(const float* x, index_t rs, index_t cs, index_t row0, index_t n, index_t cols,
+                           float* dst, float mul) {
+    index_t n8 = 0, c8 = 0;
+    if (cs == 1) {
+      n8 = n / 8 * 8;
+      c8 = cols / 8 * 8;
+      float m8[8];
+      for (int i = 0; i < 8; ++i) m8[i] = mul;
+      for (index_t j = 0; j < n8; j += 8)
+        for (index_t e = 0; e < c8; e += 8) S::transpose8(x + (row0 + j) * rs + e, rs, dst + e * NR + j, NR, m8);
+    }
+    for (index_t j = 0; j < NR; ++j) {
+      if (j < n) {
+        const float* src = x + (row0 + j) * rs;
+        for (index_t e = j < n8 ? c8 : 0; e < cols; ++e) dst[e * NR + j] = src[e * cs] * mul;
+      } else {
+        for (index_t e = 0; e < cols; ++e) dst[e * NR + j] = 0.0f;
       }
     }
   }
@@ -364,10 +392,16 @@ struct Forward {
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        S::store(st + i * NR + v * W, acc[i][v]);
-        mx[v] = S::max(mx[v], acc[i][v]);
-      }
+      for (int v = 0; v < NV; ++v) S::store(st + i * NR + v * W, acc[i][v]);
+    // Column max in registers, folded into mx once (a chain through mx, which may live in
+    // memory, cost ~10% of this kernel).
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      V t = acc[0][v];
+#pragma GCC unroll 16
+      for (int i = 1; i < R; ++i) t = S::max(t, acc[i][v]);
+      mx[v] = S::max(mx[v], t);
+    }
   }
 
   // O^T rows [0, R) of one panel += V^T P^T over nk keys: V read in place (R consecutive
