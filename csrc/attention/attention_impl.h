@@ -64,6 +64,7 @@ namespace attn_detail {
 // packed K plus the same of V is 48 KiB, beside Q/O/S^T panels of 64 queries: ~130 KiB per
 // thread at E = 64, inside the 512 KiB L2 per core here (E = 256 stays under ~400 KiB).
 constexpr index_t kBC = 96;
+constexpr index_t kFwdBC = 96;
 constexpr index_t kQueriesPerBlock = 64;
 
 inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
@@ -212,7 +213,7 @@ inline void copy_rows(const float* x, index_t rs, index_t cs, index_t row0, inde
 // ~256 KiB (half the L2 here). The K/V tiles are packed once per block, so a big block
 // amortises that: at E = 64, 64 queries per block spent ~11% of the time packing, 256 ~3%.
 inline index_t forward_panels(index_t nr, index_t E, index_t Ev) {
-  const index_t bytes_per_panel = nr * (E + Ev + kBC + 8) * static_cast<index_t>(sizeof(float));
+  const index_t bytes_per_panel = nr * (E + Ev + kFwdBC + 8) * static_cast<index_t>(sizeof(float));
   return std::max<index_t>(1, std::min<index_t>(16, (index_t{256} << 10) / bytes_per_panel));
 }
 
@@ -221,15 +222,15 @@ struct Forward {
   using V = typename S::V;
   static constexpr int W = S::W, MR = S::MR, NR = S::NR, NV = NR / W;
   static_assert(NR % W == 0, "NR must be a whole number of vectors");
-  static_assert(kBC % MR == 0, "BC must be a multiple of MR");
+  static_assert(kFwdBC % MR == 0, "BC must be a multiple of MR");
 
   const AttentionParams& p;
   index_t NP;  // query panels per block
   index_t BR;  // queries per block (NP * NR)
 
   index_t workspace_floats() const {
-    return round16(NP * p.E * NR) + round16(NP * kBC * NR) + round16(NP * p.Ev * NR) + round16(kBC * p.E) +
-           round16(kBC * p.Ev) + 3 * round16(BR) + 64;
+    return round16(NP * p.E * NR) + round16(NP * kFwdBC * NR) + round16(NP * p.Ev * NR) + round16(kFwdBC * p.E) +
+           round16(kFwdBC * p.Ev) + 3 * round16(BR) + 64;
   }
 
   void block(index_t bh, index_t q0, float* ws) const {
@@ -237,10 +238,10 @@ struct Forward {
     const index_t nq = std::min(BR, L - q0), np = ceil_div(nq, NR);
     Carver c{ws};
     float* qp = c.take(NP * E * NR);
-    float* st = c.take(NP * kBC * NR);
+    float* st = c.take(NP * kFwdBC * NR);
     float* ot = c.take(NP * Ev * NR);
-    float* kbuf = c.take(kBC * E);
-    float* vbuf = c.take(kBC * Ev);
+    float* kbuf = c.take(kFwdBC * E);
+    float* vbuf = c.take(kFwdBC * Ev);
     float* mrow = c.take(BR);
     float* lrow = c.take(BR);
     float* qidx = c.take(BR);
@@ -264,8 +265,8 @@ struct Forward {
     }
 
     const index_t kend = p.causal ? std::min(p.S, q0 + nq) : p.S;
-    for (index_t k0 = 0; k0 < kend; k0 += kBC) {
-      const index_t nk = std::min(kBC, kend - k0);
+    for (index_t k0 = 0; k0 < kend; k0 += kFwdBC) {
+      const index_t nk = std::min(kFwdBC, kend - k0);
       // K and V are read in place (the kernels broadcast single elements of their rows, so
       // unit column stride is all they need: no packing, which cost ~3% at L = 512); a view
       // with strided columns is copied tile by tile.
@@ -288,20 +289,51 @@ struct Forward {
         // Causal: this panel needs keys up to its last query only.
         const index_t nkp = p.causal ? std::min(nk, qf + nqp - k0) : nk;
         if (nkp <= 0) continue;
-        float* sp = st + jp * kBC * NR;
+        float* sp = st + jp * kFwdBC * NR;
         const float* qpp = qp + jp * E * NR;
-        V mx[NV];
-        for (int v = 0; v < NV; ++v) mx[v] = S::set1(kNegInf);
         const index_t full = nkp / MR, rem = nkp % MR;
-        for (index_t t = 0; t < full; ++t) s_tile<MR>(E, kt + t * MR * krs, krs, qpp, sp + t * MR * NR, mx);
-        if (rem)
-          with_rows<MR - 1>(static_cast<int>(rem), [&](auto r) {
-            s_tile<decltype(r)::value>(E, kt + full * MR * krs, krs, qpp, sp + full * MR * NR, mx);
-          });
         const bool causal = p.causal && k0 + nkp - 1 > qf;  // some key of the tile lies past a query
-        if (causal || p.mask_kind != MaskKind::none) mask_panel(bh, k0, nkp, qf, nqp, causal, sp, qidx + jp * NR, mx);
         float* op = ot + jp * Ev * NR;
-        softmax_panel(nkp, sp, mrow + jp * NR, lrow + jp * NR, mx, k0 == 0 ? nullptr : op);
+        float* m = mrow + jp * NR;
+        float* l = lrow + jp * NR;
+        // Fast path, once a row max is known and no mask applies to the tile: P = 2^(S - m)
+        // computed in the S kernel's registers with the running max m as it stands (the lazy
+        // rescale's bound: valid while no score exceeds m + kLazy), which saves the softmax
+        // its own pass over the tile (load, store, loop: ~3% of the forward). A tile with a
+        // score beyond the bound is computed again by the two-pass path below.
+        bool fused = k0 > 0 && !causal && p.mask_kind == MaskKind::none;
+        if (fused) {
+          Fuse fz;
+          for (int v = 0; v < NV; ++v) {
+            const V mv = S::load(m + v * W);
+            fz.mu[v] = mv;  // finite: every row saw a score in the first tile (no mask here)
+            fz.lim[v] = S::add(mv, S::set1(kLazy));
+            fz.sum[v] = S::zero();
+          }
+          for (index_t t = 0; t < full; ++t)
+            s_tile<MR, true>(E, kt + t * MR * krs, krs, qpp, sp + t * MR * NR, fz.mu, &fz);
+          if (rem)
+            with_rows<MR - 1>(static_cast<int>(rem), [&](auto r) {
+              s_tile<decltype(r)::value, true>(E, kt + full * MR * krs, krs, qpp, sp + full * MR * NR, fz.mu, &fz);
+            });
+          if (fz.bad) {
+            fused = false;
+          } else {
+            for (int v = 0; v < NV; ++v) S::store(l + v * W, S::add(S::load(l + v * W), fz.sum[v]));
+          }
+        }
+        if (!fused) {
+          V mx[NV];
+          for (int v = 0; v < NV; ++v) mx[v] = S::set1(kNegInf);
+          for (index_t t = 0; t < full; ++t)
+            s_tile<MR, false>(E, kt + t * MR * krs, krs, qpp, sp + t * MR * NR, mx, nullptr);
+          if (rem)
+            with_rows<MR - 1>(static_cast<int>(rem), [&](auto r) {
+              s_tile<decltype(r)::value, false>(E, kt + full * MR * krs, krs, qpp, sp + full * MR * NR, mx, nullptr);
+            });
+          if (causal || p.mask_kind != MaskKind::none) mask_panel(bh, k0, nkp, qf, nqp, causal, sp, qidx + jp * NR, mx);
+          softmax_panel(nkp, sp, m, l, mx, k0 == 0 ? nullptr : op);
+        }
         const index_t vfull = Ev / MR, vrem = Ev % MR;
         for (index_t t = 0; t < vfull; ++t) pv_tile<MR>(nkp, vt + t * MR, vrs, sp, op + t * MR * NR);
         if (vrem)
@@ -365,10 +397,19 @@ struct Forward {
     }
   }
 
+  // The fused-softmax state of one panel and tile (see block): the shift mu = m, the bound
+  // m + kLazy, the column sums, and whether a score went past the bound.
+  struct Fuse {
+    V mu[NV], lim[NV], sum[NV];
+    bool bad = false;
+  };
+
   // R rows of S^T (keys) of one panel: st[i][q] = sum_e K[i][e] Q^T[e][q], K's rows read in
-  // place (kr[i * krs + e]), Q^T panel pre-scaled; the column max is taken in registers.
-  template <int R>
-  static void s_tile(index_t E, const float* kr, index_t krs, const float* qp, float* st, V (&mx)[NV]) {
+  // place (kr[i * krs + e]), Q^T panel pre-scaled. EXP = false: S stored, its column max
+  // folded into mx. EXP = true: P = 2^(S - fz->mu) stored and summed (mx unused), fz->bad
+  // set if a score exceeds fz->lim.
+  template <int R, bool EXP>
+  static void s_tile(index_t E, const float* kr, index_t krs, const float* qp, float* st, V (&mx)[NV], Fuse* fz) {
     const float* k[R];
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) k[i] = kr + i * krs;
@@ -389,18 +430,36 @@ struct Forward {
         for (int v = 0; v < NV; ++v) acc[i][v] = S::fma(a, b[v], acc[i][v]);
       }
     }
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) S::store(st + i * NR + v * W, acc[i][v]);
-    // Column max in registers, folded into mx once (a chain through mx, which may live in
-    // memory, cost ~10% of this kernel).
+    // Column max in registers, folded into mx (or checked against the bound) once: a chain
+    // of max through mx, which may live in memory, cost ~10% of this kernel.
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       V t = acc[0][v];
 #pragma GCC unroll 16
       for (int i = 1; i < R; ++i) t = S::max(t, acc[i][v]);
-      mx[v] = S::max(mx[v], t);
+      if constexpr (EXP) {
+        if (S::any_gt(t, fz->lim[v])) fz->bad = true;
+      } else {
+        mx[v] = S::max(mx[v], t);
+      }
+    }
+    if constexpr (EXP) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        V sum = S::zero();  // in registers: fz->sum is folded once (it may live in memory)
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const V e = S::exp2(S::sub(acc[i][v], mx[v]));
+          sum = S::add(sum, e);
+          S::store(st + i * NR + v * W, e);
+        }
+        fz->sum[v] = S::add(fz->sum[v], sum);
+      }
+    } else {
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) S::store(st + i * NR + v * W, acc[i][v]);
     }
   }
 
