@@ -64,7 +64,7 @@ namespace attn_detail {
 // packed K plus the same of V is 48 KiB, beside Q/O/S^T panels of 64 queries: ~130 KiB per
 // thread at E = 64, inside the 512 KiB L2 per core here (E = 256 stays under ~400 KiB).
 constexpr index_t kBC = 96;
-constexpr index_t kFwdBC = 96;
+constexpr index_t kFwdBC = 192;
 constexpr index_t kQueriesPerBlock = 64;
 
 inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
