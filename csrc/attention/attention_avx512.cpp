@@ -4,6 +4,9 @@
 // GCC 12 flags its own _mm512_* intrinsics (max, min, slli, cvtps, roundscale) as "maybe
 // uninitialized" at -O3 (GCC bug 105593, fixed in 13): a false positive in the header.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The same header false positive as plain -Wuninitialized once _mm512_max_ps is inlined into
+// the S kernel's epilogue (the fused exp2).
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "attention/attention_impl.h"

@@ -3,24 +3,34 @@
 // the AVX-512 path is the AVX2 path with wider vectors by construction.
 //
 // S provides: V (vector), W (lanes), MR/NR (the GEMM micro-kernel's register tile, which it
-// also returns from ukernel()), zero/set1/load/store/add/sub/mul/fma/max, exp and exp2 (exact
-// 0 below e^-87.3 / 2^-126, so masked -inf scores give p = 0), select_gt(a, b, x, y) =
-// a > b ? x : y.
+// also returns from ukernel(); the backward uses that micro-kernel), zero/set1/load/store/
+// bcast/add/sub/mul/fma/max, exp (exact 0 below e^-87.3) and exp2 (exact 0 for x <= -126.5),
+// so masked -inf scores give p = 0, select_gt(a, b, x, y) = a > b ? x : y, any_gt(a, b),
+// transpose8 (an 8 x 8 block with a per-row multiplier).
 //
 // Layout: every score tile is stored key-major, S^T (keys x queries), in panels of NR
-// queries. Then
-//   - S^T = K Q^T is a GEMM with A = K (packed MR keys at a time) and B = Q^T panels;
-//   - the softmax runs down the keys of a panel with whole vectors across NR queries, so row
-//     max, row sum, the running max/sum and the rescale are vertical vector ops (no
-//     horizontal reductions, no shuffles);
-//   - a P^T panel (keys x NR queries) is exactly the micro-kernel's packed B layout, so
-//     O^T += V^T P^T reads it in place; O^T (Ev x NR per panel) is transposed once at the end.
-// Forward work items are (bh, block of BR queries), scheduled dynamically (causal blocks
-// differ in cost), heaviest first; with many heads a thread takes a whole head at a time and
-// packs its K/V once. The causal mask is top-left aligned: a panel stops at the key equal to
-// its last query, so fully masked tiles are never computed and a causal call does about half
-// the work of a full one. Memory: per thread a few hundred KiB of tiles (plus, with many
-// heads, one packed K/V head of at most 8 MiB); nothing of size L x S.
+// queries, so the softmax runs down the keys of a panel with whole vectors across NR
+// queries: row max, row sum, the running max/sum and the rescale are vertical vector ops (no
+// horizontal reductions, no shuffles).
+//
+// Forward: two register kernels of their own (not the GEMM micro-kernel), per panel and
+// key tile of kFwdBC keys:
+//   - s_tile: MR keys x NR queries of S^T = K Q^T in MR x NV registers, K's rows read in
+//     place (one broadcast per element: no packing), Q^T panel transposed once per block
+//     and pre-scaled by scale * log2(e); its epilogue takes the column max in registers, or
+//     (fused path, see block) computes P = 2^(S - m) and its column sums right there;
+//   - pv_tile: MR rows of O^T (Ev x NR) += V^T P^T, V's rows read in place, the P^T panel
+//     from L1, the accumulators loaded from O^T and stored back (no alpha/beta work); the
+//     last Ev % MR rows get a tile of exactly that height.
+// The running max moves lazily (only when a score passes it by more than 2^8), so after the
+// first tile of a row the softmax is folded into s_tile and nothing is rescaled; a tile that
+// breaks the bound is redone by the two-pass path. O^T is transposed into O once at the end.
+// Work items are (bh, block of BR queries), scheduled dynamically (causal blocks differ in
+// cost), heaviest first; with many heads a thread takes a whole head at a time (its K/V
+// stay in cache). The causal mask is top-left aligned: a panel stops at the key equal to its
+// last query, so fully masked tiles are never computed and a causal call does about half
+// the work of a full one. Memory: per thread a few hundred KiB of tiles; nothing of size
+// L x S.
 //
 // Backward (FlashAttention-2): work items are (kv head, block of BC keys); each owns dK/dV of
 // its keys (all query heads of its GQA group are summed inside the item, so no two threads
@@ -37,9 +47,14 @@
 //   v2 256-query blocks (packing amortised):                       4.0 ms
 //   v3 exp2 with log2(e) folded into the QK^T scale (-4 ops/elem):  3.8 ms
 //   v4 K/V packed once per head per thread:        L=4096 443 ms (torch 479 ms), causal 224 (269)
-// The two GEMMs (the 6x16 micro-kernel near its peak) are ~75% of the time; the rest is the
-// softmax (exp) ~12%, packing/transposes ~8%: a further step would need a fused register-
-// level kernel (S tile -> exp -> P V without leaving registers).
+// The two GEMMs (the 6x16 micro-kernel near its peak) were ~75% of the time, the softmax
+// (exp) ~12%, packing/transposes ~8%. Then (same runs, machine shared, CPU time; B=4 H=8 and
+// B=1 H=8 L=4096 are the benchmark's shapes, at one thread):
+//   v5 own S and P V register kernels, K/V in place, degree-5 exp2 without compare/blend,
+//      lazy max, softmax fused into the S kernel, AVX transposes, 192-key tiles:
+//      B1 H4 L512 3.80 -> 3.3 ms; B4 H8 L512 25.9 ms (torch 31.4); L=4096 447 -> 401 ms
+//      (torch 488), causal 222 -> 199 ms (torch 270). Now s_tile (with the exp) ~50% and
+//      pv_tile ~46% of the time, each at ~92% of the FMA peak in its loop.
 #pragma once
 
 #include <omp.h>
@@ -64,6 +79,9 @@ namespace attn_detail {
 // packed K plus the same of V is 48 KiB, beside Q/O/S^T panels of 64 queries: ~130 KiB per
 // thread at E = 64, inside the 512 KiB L2 per core here (E = 256 stays under ~400 KiB).
 constexpr index_t kBC = 96;
+// The forward's key tile: 192 rather than 96 halves the per-tile costs (the P V kernel's
+// O^T load/store, the fused softmax's bookkeeping): ~2% at L = 4096 (85.7 vs 84.1 GFLOP/s,
+// one thread); its K/V tile (96 KiB at E = 64) stays in L2.
 constexpr index_t kFwdBC = 192;
 constexpr index_t kQueriesPerBlock = 64;
 
@@ -120,11 +138,11 @@ inline void apply_mask_row(const AttentionParams& p, index_t bh, index_t q_first
 // Q^T panel: dst[e * NR + j] = X[row0 + j][e] for j < n, zero for padded queries.
 template <int NR>
 inline void pack_rows_transposed(const float* x, index_t rs, index_t cs, index_t row0, index_t n, index_t cols,
-                                 float* dst, float mul = 1.0f) {
+                                 float* dst) {
   for (index_t j = 0; j < NR; ++j) {
     if (j < n) {
       const float* src = x + (row0 + j) * rs;
-      for (index_t e = 0; e < cols; ++e) dst[e * NR + j] = src[e * cs] * mul;
+      for (index_t e = 0; e < cols; ++e) dst[e * NR + j] = src[e * cs];
     } else {
       for (index_t e = 0; e < cols; ++e) dst[e * NR + j] = 0.0f;
     }
@@ -210,8 +228,8 @@ inline void copy_rows(const float* x, index_t rs, index_t cs, index_t row0, inde
 // ------------------------------------------------------------------------------------------
 
 // Forward query block: as many NR-query panels as keep Q^T, O^T and S^T panels within
-// ~256 KiB (half the L2 here). The K/V tiles are packed once per block, so a big block
-// amortises that: at E = 64, 64 queries per block spent ~11% of the time packing, 256 ~3%.
+// ~256 KiB (half the L2 here), beside the K/V tile (96 KiB at E = 64): a key tile comes from
+// L3 once per block and from L2 for each of its panels.
 inline index_t forward_panels(index_t nr, index_t E, index_t Ev) {
   const index_t bytes_per_panel = nr * (E + Ev + kFwdBC + 8) * static_cast<index_t>(sizeof(float));
   return std::max<index_t>(1, std::min<index_t>(16, (index_t{256} << 10) / bytes_per_panel));
