@@ -319,16 +319,26 @@ struct Forward {
         // rescale's bound: valid while no score exceeds m + kLazy), which saves the softmax
         // its own pass over the tile (load, store, loop: ~3% of the forward). A tile with a
         // score beyond the bound is computed again by the two-pass path below.
-        bool fused = k0 > 0 && !causal && p.mask_kind == MaskKind::none;
+        // The first tile of a row takes its first MR keys' max as m (their S stored as is,
+        // exponentiated after the tile), so it is fused too: at L = 512 one tile in three.
+        bool fused = !causal && p.mask_kind == MaskKind::none && (k0 > 0 || full > 0);
         if (fused) {
+          index_t t0 = 0;
+          if (k0 == 0) {
+            V g[NV];
+            for (int v = 0; v < NV; ++v) g[v] = S::set1(kNegInf);
+            s_tile<MR, false>(E, kt, krs, qpp, sp, g, nullptr);
+            for (int v = 0; v < NV; ++v) S::store(m + v * W, g[v]);
+            t0 = 1;
+          }
           Fuse fz;
           for (int v = 0; v < NV; ++v) {
             const V mv = S::load(m + v * W);
-            fz.mu[v] = mv;  // finite: every row saw a score in the first tile (no mask here)
+            fz.mu[v] = mv;  // finite: every row saw a score in the first keys (no mask here)
             fz.lim[v] = S::add(mv, S::set1(kLazy));
             fz.sum[v] = S::zero();
           }
-          for (index_t t = 0; t < full; ++t)
+          for (index_t t = t0; t < full; ++t)
             s_tile<MR, true>(E, kt + t * MR * krs, krs, qpp, sp + t * MR * NR, fz.mu, &fz);
           if (rem)
             with_rows<MR - 1>(static_cast<int>(rem), [&](auto r) {
@@ -336,7 +346,16 @@ struct Forward {
             });
           if (fz.bad) {
             fused = false;
+            if (k0 == 0)
+              for (index_t j = 0; j < NR; ++j) m[j] = kNegInf;  // the two-pass path starts afresh
           } else {
+            if (k0 == 0)
+              for (int i = 0; i < MR; ++i)
+                for (int v = 0; v < NV; ++v) {
+                  const V e = S::exp2(S::sub(S::load(sp + i * NR + v * W), fz.mu[v]));
+                  S::store(sp + i * NR + v * W, e);
+                  fz.sum[v] = S::add(fz.sum[v], e);
+                }
             for (int v = 0; v < NV; ++v) S::store(l + v * W, S::add(S::load(l + v * W), fz.sum[v]));
           }
         }
@@ -587,7 +606,10 @@ void forward(const AttentionParams& p) {
   FL_CHECK(!p.causal || (p.L < (index_t{1} << 24) && p.S < (index_t{1} << 24)),
            "scaled_dot_product_attention: is_causal supports L, S < 2^24");
   if (p.nbh == 0 || p.L == 0) return;
-  const index_t np = std::min(forward_panels(S::NR, p.E, p.Ev), ceil_div(p.L, S::NR));
+  // Blocks of equal size (L = 512 at 12 panels per block would give 12 + 12 + 8 panels; 11 +
+  // 11 + 10 keeps every block's fixed costs, Q^T transpose and K/V tile fetches, as amortised).
+  const index_t panels = ceil_div(p.L, S::NR);
+  const index_t np = ceil_div(panels, ceil_div(panels, forward_panels(S::NR, p.E, p.Ev)));
   F f{p, np, np * S::NR};
   const index_t nqb = ceil_div(p.L, f.BR);
   const index_t items = p.nbh * nqb;
