@@ -178,6 +178,40 @@ def test_non_contiguous(rng):
     _check(q, k, v, rng=rng, attn_mask=mask, is_causal=True)
 
 
+@pytest.mark.parametrize("growth", [0.0, 0.5, 25.0, -25.0])
+@pytest.mark.parametrize("strided", [False, True])
+def test_running_max_over_key_tiles(rng, growth, strided):
+    # Several 192-key tiles with no mask: after the first tile the forward computes P in the
+    # S kernel against the running max m, which it moves only when a score passes m + 8 (log2
+    # units), redoing that tile in two passes. Scores ramp along the keys by `growth` * ~9
+    # log2 units in all (+25: every tile passes the bound, so each is redone and O rescaled;
+    # +0.5: the max grows by ~4.5, m lags behind it and nothing is rescaled; -25: the first
+    # tile holds the max and later probabilities underflow). Strided k/v take the tile copy.
+    # At +-25 the scores reach ~160 (without the redo, P = 2^(S - m) would overflow at +25):
+    # float32 rounding of such scores is a relative error in P, so the forward is held to
+    # test_extreme_logits' bound (8 roundings of the largest score) instead of 1e-4.
+    L, S, E, Ev = 37, 700, 40, 24
+    ramp = np.linspace(0.0, 1.0, S, dtype=np.float32)[:, None]
+    q = (np.float32(abs(growth)) + randn(rng, 2, L, E) * np.float32(0.3)).astype(np.float32)
+    k = (np.sign(growth) * ramp + randn(rng, 2, S, E) * np.float32(0.3)).astype(np.float32)
+    v = randn(rng, 2, S, Ev)
+    if strided:
+        k = np.ascontiguousarray(np.repeat(k, 2, axis=-1))[..., ::2]
+        v = np.asfortranarray(v)
+        assert k.strides[-1] == 8 and v.strides[-1] != 4
+    if abs(growth) < 1:
+        _check(q, k, v, rng=rng)
+        return
+    smax = float(np.abs(np.einsum("ble,bse->bls", *f64(q, k))).max()) / np.sqrt(E)
+    assert smax > 128
+    tol = 8 * smax * 2.0**-24
+    out, lse = fl.scaled_dot_product_attention(q, k, v, return_lse=True)
+    truth, tlse = R.scaled_dot_product_attention(*f64(q, k, v), return_lse=True)
+    assert np.isfinite(out).all() and np.isfinite(lse).all()
+    assert _err(out, truth) <= tol * np.abs(truth).max()
+    assert _err(lse, tlse) <= tol
+
+
 @pytest.mark.parametrize("shape", [(0, 2, 5, 8), (2, 0, 5, 8), (2, 2, 0, 8)])
 def test_zero_size(rng, shape):
     q = randn(rng, *shape)

@@ -4,9 +4,13 @@
 // GCC 12 flags its own _mm512_* intrinsics (max, min, slli, cvtps, roundscale) as "maybe
 // uninitialized" at -O3 (GCC bug 105593, fixed in 13): a false positive in the header.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The same header false positive as plain -Wuninitialized once _mm512_max_ps is inlined into
+// the S kernel's epilogue (the fused exp2).
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "attention/attention_impl.h"
+#include "attention/transpose8_avx.h"
 
 namespace fl {
 namespace {
@@ -18,6 +22,10 @@ struct Avx512 {
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V load(const float* p) { return _mm512_load_ps(p); }
+  static void transpose8(const float* src, index_t rs, float* dst, index_t ds, const float* mul) {
+    attn_detail::transpose8_avx(src, rs, dst, ds, mul);
+  }
+  static V bcast(const float* p) { return _mm512_set1_ps(*p); }
   static void store(float* p, V v) { _mm512_store_ps(p, v); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
@@ -25,6 +33,7 @@ struct Avx512 {
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
   static V select_gt(V a, V b, V x, V y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x); }
+  static bool any_gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) != 0; }
   // exp(x) as 2^n * e^r, |r| <= ln2/2, Cephes' degree-5 polynomial for e^r (about 1 ulp).
   // Below -87.3 (e^x < 1.2e-38, the smallest normal float) the result is exactly 0, so that
   // masked -inf scores contribute nothing.
@@ -47,25 +56,19 @@ struct Avx512 {
     y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
     return _mm512_mask_blend_ps(under, y, _mm512_setzero_ps());
   }
-  // 2^x = 2^n * 2^f, n = round(x) by the 1.5 * 2^23 trick (the sum's low mantissa bits are
-  // n + 127, shifted straight into the exponent), f in [-1/2, 1/2], 2^f by its degree-7
-  // Taylor polynomial (truncation 5e-9, below float rounding). Below -126: exactly 0.
+  // 2^x: the AVX2 one (see attention_avx2.cpp) with 16 lanes.
   static V exp2(V x) {
-    const V lo = _mm512_set1_ps(-126.0f), magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
-    const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-    const V xc = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(127.0f));
+    const V magic = _mm512_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
+    const V xc = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
     const V a = _mm512_add_ps(xc, magic);
     const V f = _mm512_sub_ps(xc, _mm512_sub_ps(a, magic));
-    V y = _mm512_set1_ps(1.5252733804059841e-5f);
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.5403530393381606e-4f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3333558146428443e-3f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(9.6181291076284772e-3f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.5504108664821580e-2f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.4022650695910071e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(6.9314718055994531e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
-    y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(a), 23)));
-    return _mm512_mask_blend_ps(under, y, _mm512_setzero_ps());
+    V y = _mm512_set1_ps(1.3147577410563827e-3f);
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(9.67423152178526e-3f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.551109462976456e-2f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.402215152978897e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(6.931467056274414e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0000001192092896f));
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(a), 23)));
   }
 };
 

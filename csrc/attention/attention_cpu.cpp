@@ -17,6 +17,11 @@ struct Generic {
   static V zero() { return 0.0f; }
   static V set1(float x) { return x; }
   static V load(const float* p) { return *p; }
+  static void transpose8(const float* src, index_t rs, float* dst, index_t ds, const float* mul) {
+    for (index_t k = 0; k < 8; ++k)
+      for (index_t i = 0; i < 8; ++i) dst[k * ds + i] = src[i * rs + k] * mul[k];
+  }
+  static V bcast(const float* p) { return *p; }
   static void store(float* p, V v) { *p = v; }
   static V add(V a, V b) { return a + b; }
   static V sub(V a, V b) { return a - b; }
@@ -24,8 +29,10 @@ struct Generic {
   static V fma(V a, V b, V c) { return a * b + c; }
   static V max(V a, V b) { return a > b ? a : b; }
   static V select_gt(V a, V b, V x, V y) { return a > b ? x : y; }
+  static bool any_gt(V a, V b) { return a > b; }
   static V exp(V x) { return x < -87.3f ? 0.0f : std::exp(x); }  // same underflow as the SIMD exp
-  static V exp2(V x) { return x < -126.0f ? 0.0f : std::exp2(x); }
+  // Exactly 0 where the SIMD exp2 rounds the exponent to -127 (x <= -126.5, NaN included).
+  static V exp2(V x) { return !(x > -126.5f) ? 0.0f : std::exp2(x); }
 };
 
 }  // namespace
