@@ -467,6 +467,9 @@ def setup():
 
     for name, fn in _mocks().items():
         setattr(_core, name, fn)
+    import dryrun_attention  # the attention stand-ins (issue 9), in their own file
+
+    dryrun_attention.install(_core)
     _core.cuda_device_count = lambda: 1
     _core.cuda_device_name = lambda i: "dry run (NumPy)"
     _core.cuda_built = True

@@ -24,6 +24,7 @@ void bind_loss(py::module_& m);
 void bind_misc(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_cuda_ops(py::module_& m);  // the CUDA kernels (empty without CUDA)
+void bind_cuda_attention(py::module_& m);  // CUDA attention (empty without CUDA)
 }  // namespace bind
 }  // namespace fl
 
@@ -64,4 +65,5 @@ PYBIND11_MODULE(_core, m) {
   fl::bind::bind_misc(m);
   fl::bind::bind_optim(m);
   fl::bind::bind_cuda_ops(m);
+  fl::bind::bind_cuda_attention(m);
 }
