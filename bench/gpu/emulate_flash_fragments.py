@@ -226,11 +226,11 @@ def flash_fwd(cfg, Q, K, V, maskf, causal, scale):
 def flash_bwd(cfg, Qs, K, V, dOs, lses, maskfs, causal, scale, delta_s):
     """One kv head with len(Qs) query heads (GQA): (dQ per query head, dK, dV) from every
     block of flash_bwd_kernel (one call per pass for the two-pass configuration)."""
-    E, BR, passes = cfg
-    BC, THREADS, LD, LDS = 64, 128, E + 8, BR + 8
+    E, BR, passes, WARPS = cfg
+    BC, THREADS, LD, LDS = 16 * WARPS, 32 * WARPS, E + 8, BR + 8
     KS, NQ, KQ, NE = E // 16, BR // 8, BR // 16, E // 8
     WQM = BR // 16
-    WQN = 4 // WQM
+    WQN = WARPS // WQM
     QCOLS = E // WQN
     NQE = QCOLS // 8
     group = len(Qs)
@@ -249,8 +249,8 @@ def flash_bwd(cfg, Qs, K, V, dOs, lses, maskfs, causal, scale, delta_s):
             nqt_all = (L + BR - 1) // BR
             qt_first = (k0 // BR if k0 // BR < nqt_all else nqt_all) if causal else 0
             nq = nqt_all - qt_first
-            dk = np.zeros((4, NE, 32, 4))
-            dv = np.zeros((4, NE, 32, 4))
+            dk = np.zeros((WARPS, NE, 32, 4))
+            dv = np.zeros((WARPS, NE, 32, 4))
             for step in range(nq * group):
                 gi, q0 = step // nq, (qt_first + step % nq) * BR
                 sQ = np.full(BR * LD, np.nan)
@@ -269,7 +269,7 @@ def flash_bwd(cfg, Qs, K, V, dOs, lses, maskfs, causal, scale, delta_s):
                     sL[i], sD[i] = lse2, dl
                 sdS = np.full(BC * LDS, np.nan)
                 ps = []
-                for warp in range(4):
+                for warp in range(WARPS):
                     kr0 = warp * 16
                     p = np.zeros((NQ, 32, 4))
                     for ks in range(KS):
@@ -330,7 +330,7 @@ def flash_bwd(cfg, Qs, K, V, dOs, lses, maskfs, causal, scale, delta_s):
                                 mma(dk[warp][2 * np_ + 1], da, col(r, 2), col(r, 3))
                     ps.append(p)
                 if do_dkq:  # after __syncthreads: dQ = dS K, warp -> (rows mq, cols nq0..)
-                    for warp in range(4):
+                    for warp in range(WARPS):
                         mq, nq0 = (warp % WQM) * 16, (warp // WQM) * QCOLS
                         dqa = np.zeros((NQE, 32, 4))
                         for kk in range(BC // 16):
@@ -349,7 +349,7 @@ def flash_bwd(cfg, Qs, K, V, dOs, lses, maskfs, causal, scale, delta_s):
                                     c = nq0 + n * 8 + 2 * t4
                                     dq_acc[gi][row, c] += dqa[n][lane][2 * h] * scale
                                     dq_acc[gi][row, c + 1] += dqa[n][lane][2 * h + 1] * scale
-            for warp in range(4):
+            for warp in range(WARPS):
                 for h in range(2):
                     for lane in range(32):
                         g, t4 = lane >> 2, lane & 3
@@ -368,8 +368,9 @@ def flash_bwd(cfg, Qs, K, V, dOs, lses, maskfs, causal, scale, delta_s):
 # The launchers' configurations (attention_flash.cuh flash_forward_t / flash_backward_t).
 FWD_CFGS = [(32, 4, 2, 64, True), (64, 8, 1, 64, True), (96, 8, 1, 64, True), (128, 8, 1, 64, True),
             (256, 4, 1, 32, False)]
-BWD_CFGS = [(32, 64, [(True, True)]), (64, 64, [(True, True)]), (96, 32, [(True, True)]),
-            (128, 32, [(True, True)]), (256, 16, [(True, False), (False, True)])]
+BWD_CFGS = [(32, 64, [(True, True)], 4), (64, 64, [(True, True)], 4), (96, 32, [(True, True)], 4),
+            (128, 32, [(True, True)], 4), (256, 16, [(True, False), (False, True)], 4),
+            (64, 64, [(True, True)], 8), (128, 32, [(True, True)], 8)]  # (the last two: ATTN_BWD_CFG=1)
 
 
 def main():
@@ -402,8 +403,8 @@ def main():
             print(f"fwd E={E:3d} warps={WARPS} MT={MT} BC={BC} L={L} S={S} causal={causal:d} mask={with_mask:d}: "
                   f"max|out err|={err:.1e} max|lse err|={lerr:.1e} {'OK' if good else 'MISMATCH'}", flush=True)
     for cfg in bwd_cfgs:
-        E, BR, passes = cfg
-        L, S = 2 * BR + 3, 64 + 9
+        E, BR, passes, WARPS = cfg
+        L, S = 2 * BR + 3, 16 * WARPS + 9
         for causal, with_mask in ((False, False), (True, True)):
             group = 2
             Qs = [rng.standard_normal((L, E)) for _ in range(group)]
@@ -432,7 +433,7 @@ def main():
                     float(np.abs(dv - rv[0]).max()))
             good = max(errs) < 1e-9
             ok &= good
-            print(f"bwd E={E:3d} BR={BR} passes={len(passes)} L={L} S={S} group=2 causal={causal:d} "
+            print(f"bwd E={E:3d} BR={BR} warps={WARPS} passes={len(passes)} L={L} S={S} group=2 causal={causal:d} "
                   f"mask={with_mask:d}: max err dq/dk/dv = {errs[0]:.1e}/{errs[1]:.1e}/{errs[2]:.1e} "
                   f"{'OK' if good else 'MISMATCH'}", flush=True)
     print("ALL OK" if ok else "FAILURES")

@@ -15,8 +15,8 @@
 // crossing the diagonal, the last (ragged) tile and masked calls test each element. Blocks
 // are launched heaviest-first (reversed query-tile order) so the causal tail fills the SMs.
 //
-// Backward (flash_bwd_kernel, FlashAttention-2 Algorithm 2): one block = BC = 64 keys of one
-// kv head (4 warps x 16 key rows), K and V resident in shared memory; the block walks every
+// Backward (flash_bwd_kernel, FlashAttention-2 Algorithm 2): one block = BC keys of one kv
+// head (WARPS warps x 16 key rows; 4 by default), K and V resident in shared memory; the block walks every
 // query tile (BR rows) of every query head of its GQA group, Q/dO/lse/delta double-buffered:
 //   S^T = K Q^T, P^T = exp2(S^T - lse)        (rows = keys: P^T is already an A operand)
 //   dV += P^T dO                               (B = dO stored [q][e] -> ldmatrix.trans)
@@ -29,6 +29,8 @@
 // Head dim 256 does not fit dK + dV + the tiles in 255 registers: it runs two passes (dV,
 // then dK + dQ), each recomputing P.
 #pragma once
+
+#include <cstdlib>
 
 #include "attention/attention_kernels.cuh"
 
@@ -254,9 +256,9 @@ __global__ void __launch_bounds__(C::THREADS) flash_fwd_kernel(KArgs a) {
 }
 
 // ---------------------------------------------------------------------------------------
-template <int E_, int BR_, bool DV_, bool DKQ_>
+template <int E_, int BR_, bool DV_, bool DKQ_, int WARPS_ = 4>
 struct BwdCfg {
-  static constexpr int E = E_, BR = BR_, WARPS = 4, THREADS = 128, BC = 64;
+  static constexpr int E = E_, BR = BR_, WARPS = WARPS_, THREADS = WARPS * 32, BC = WARPS * 16;
   static constexpr bool DO_DV = DV_, DO_DKQ = DKQ_;
   static constexpr int LD = E + 8;
   static constexpr int LDS = BR + 8;  // dS^T tile [key][q]: pitch 48, 80 or 144 bytes
@@ -270,9 +272,9 @@ struct BwdCfg {
   static constexpr int NQ = BR / 8;   // n8 tiles over the query tile
   static constexpr int KQ = BR / 16;  // k-steps over the query tile
   static constexpr int NE = E / 8;    // n8 tiles over the head dim
-  // dQ = dS K (BR x E) split over the 4 warps: WQM row tiles of 16 x WQN column groups.
-  static constexpr int WQM = BR / 16, WQN = 4 / WQM, QCOLS = E / WQN, NQE = QCOLS / 8;
-  static_assert(BR % 16 == 0 && 4 % WQM == 0 && QCOLS % 16 == 0, "dQ warp split");
+  // dQ = dS K (BR x E) split over the warps: WQM row tiles of 16 x WQN column groups.
+  static constexpr int WQM = BR / 16, WQN = WARPS / WQM, QCOLS = E / WQN, NQE = QCOLS / 8;
+  static_assert(BR % 16 == 0 && WARPS % WQM == 0 && E % WQN == 0 && QCOLS % 16 == 0, "dQ warp split");
   static_assert((HALF_ELEMS * 2) % 16 == 0, "float section aligned");
 };
 
@@ -478,9 +480,14 @@ __global__ void __launch_bounds__(C::THREADS) flash_bwd_kernel(KArgs a) {
         if (row >= a.L) continue;
 #pragma unroll
         for (int n = 0; n < C::NQE; ++n) {
-          float* dst = dqg + row * E + nq0 + n * 8 + 2 * t4;
+          float* dst = dqg + row * E + nq0 + n * 8 + 2 * t4;  // 8-byte aligned (E, 2 * t4 even)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+          // one vector reduction (red.global.add.v2.f32) instead of two: half the atomics
+          atomicAdd(reinterpret_cast<float2*>(dst), make_float2(dqa[n][2 * h] * a.scale, dqa[n][2 * h + 1] * a.scale));
+#else
           atomicAdd(dst, dqa[n][2 * h] * a.scale);
           atomicAdd(dst + 1, dqa[n][2 * h + 1] * a.scale);
+#endif
         }
       }
     }
@@ -513,11 +520,13 @@ __global__ void __launch_bounds__(C::THREADS) flash_bwd_kernel(KArgs a) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Launchers. Configurations (registers/shared memory from ptxas in NOTES-attention.md):
-//   forward  E=32, 64: 4 warps x 2 row tiles (BR 128), BC 64, Q in registers
-//            E=96, 128: 8 warps x 1 (BR 128), BC 64, Q in registers
+// Launchers. Configurations (registers / shared memory per instance in NOTES-attention.md):
+//   forward  E=32: 4 warps x 2 row tiles of 16 (BR 128), BC 64, Q fragments in registers
+//            E=64, 96, 128: 8 warps x 1 (BR 128), BC 64, Q in registers (E=64 with 4 x 2 spilled)
 //            E=256: 4 warps x 1 (BR 64), BC 32, Q read from shared memory per k-step
-//   backward E=32, 64: BR 64; E=96, 128: BR 32; E=256: BR 16, two passes (dV; dK + dQ)
+//   backward 4 warps (BC 64 keys); BR 64 for E=32, 64, BR 32 for E=96, 128, BR 16 and two
+//            passes (dV; dK + dQ) for E=256; 8 warps (BC 128) for E=64, 128 with
+//            FASTLAYERS_CUDA_ATTN_BWD_CFG=1
 template <class Kernel>
 void launch_heads(Kernel kern, KArgs a, int64_t tiles, int64_t heads, int threads, int smem, cudaStream_t s,
                   const char* name) {
@@ -556,13 +565,31 @@ void flash_forward_t(const KArgs& a, int64_t E, cudaStream_t s) {
   }
 }
 
+// FASTLAYERS_CUDA_ATTN_BWD_CFG=1: the 8-warp backward for E = 64 / 128 (128 keys per block:
+// half the dQ atomics and Q/dO tile loads per key, one block per SM instead of two or three).
+// Which is faster is for the GPU benchmark to say (NOTES-attention.md).
+inline int attn_bwd_config() {
+  static const int cfg = [] {
+    const char* e = std::getenv("FASTLAYERS_CUDA_ATTN_BWD_CFG");
+    return (e && e[0] == '1' && e[1] == 0) ? 1 : 0;
+  }();
+  return cfg;
+}
+
 template <typename T>
 void flash_backward_t(const KArgs& a, int64_t E, cudaStream_t s) {
+  const int cfg = attn_bwd_config();
   switch (E) {
     case 32: run_bwd<T, BwdCfg<32, 64, true, true>>(a, s); break;
-    case 64: run_bwd<T, BwdCfg<64, 64, true, true>>(a, s); break;
+    case 64:
+      if (cfg == 1) run_bwd<T, BwdCfg<64, 64, true, true, 8>>(a, s);
+      else run_bwd<T, BwdCfg<64, 64, true, true>>(a, s);
+      break;
     case 96: run_bwd<T, BwdCfg<96, 32, true, true>>(a, s); break;
-    case 128: run_bwd<T, BwdCfg<128, 32, true, true>>(a, s); break;
+    case 128:
+      if (cfg == 1) run_bwd<T, BwdCfg<128, 32, true, true, 8>>(a, s);
+      else run_bwd<T, BwdCfg<128, 32, true, true>>(a, s);
+      break;
     case 256:
       run_bwd<T, BwdCfg<256, 16, true, false>>(a, s);
       run_bwd<T, BwdCfg<256, 16, false, true>>(a, s);
