@@ -214,18 +214,29 @@ def main():
             run = lambda: F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=causal)  # noqa: E731
             grads = run()
             ms, raw = timed(run)
-            tms = traw = err = None
+            tms = traw = err = ref_grads = None
             if tfn is not None:
                 tq, tk, tv = (tview(x).detach().requires_grad_(True) for x in (q, k, v))
                 tout = tfn(tq, tk, tv, is_causal=causal)
                 tg = tview(g)
-                ref = torch.autograd.grad(tout, (tq, tk, tv), tg, retain_graph=True)
-                err = max(rel_err(a, cp.asarray(b)) for a, b in zip(grads, ref))
+                ref_grads = [cp.asarray(b) for b in torch.autograd.grad(tout, (tq, tk, tv), tg, retain_graph=True)]
+                err = max(rel_err(a, b) for a, b in zip(grads, ref_grads))
                 tms, traw = timed(lambda: torch.autograd.grad(tout, (tq, tk, tv), tg, retain_graph=True))
-                del tout, ref
+                del tout
             del grads
             add_row(f"attn bwd {DT} B{B} H{H} L=S={L} E{E}{' causal' if causal else ''}", "bwd", ms, raw,
                     2.5 * flops_fwd(B, H, L, L, E, causal), tms, traw, err, target=0.4)
+            # the 8-warp backward (FASTLAYERS_CUDA_ATTN_BWD_CFG=1), for the record
+            os.environ["FASTLAYERS_CUDA_ATTN_BWD_CFG"] = "1"
+            try:
+                g1 = run()
+                err1 = None if ref_grads is None else max(rel_err(a, b) for a, b in zip(g1, ref_grads))
+                del g1
+                ms1, raw1 = timed(run)
+                add_row(f"attn bwd {DT} B{B} H{H} L=S={L} E{E}{' causal' if causal else ''} bwd-cfg1", "bwd", ms1,
+                        raw1, 2.5 * flops_fwd(B, H, L, L, E, causal), tms, traw, err1)
+            finally:
+                del os.environ["FASTLAYERS_CUDA_ATTN_BWD_CFG"]
             del q, k, v, out, lse, g
 
     section("bwd", bwd)

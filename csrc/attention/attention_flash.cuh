@@ -568,12 +568,10 @@ void flash_forward_t(const KArgs& a, int64_t E, cudaStream_t s) {
 // FASTLAYERS_CUDA_ATTN_BWD_CFG=1: the 8-warp backward for E = 64 / 128 (128 keys per block:
 // half the dQ atomics and Q/dO tile loads per key, one block per SM instead of two or three).
 // Which is faster is for the GPU benchmark to say (NOTES-attention.md).
+// (Read at every call, ~100 ns, so that the benchmark can time both in one process.)
 inline int attn_bwd_config() {
-  static const int cfg = [] {
-    const char* e = std::getenv("FASTLAYERS_CUDA_ATTN_BWD_CFG");
-    return (e && e[0] == '1' && e[1] == 0) ? 1 : 0;
-  }();
-  return cfg;
+  const char* e = std::getenv("FASTLAYERS_CUDA_ATTN_BWD_CFG");
+  return (e && e[0] == '1' && e[1] == 0) ? 1 : 0;
 }
 
 template <typename T>
