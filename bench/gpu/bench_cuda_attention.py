@@ -200,6 +200,17 @@ def main():
             state[(E, causal)] = (q, k, v, out, lse)
             add_row(f"attn fwd {DT} B{B} H{H} L=S={L} E{E}{' causal' if causal else ''}", "fwd", ms, raw,
                     flops_fwd(B, H, L, L, E, causal), tms, traw, err, target=0.5)
+            # the alternative forward tiles (FASTLAYERS_CUDA_ATTN_FWD_CFG=1), for the record
+            os.environ["FASTLAYERS_CUDA_ATTN_FWD_CFG"] = "1"
+            try:
+                out1, _ = run()
+                err1 = None if tfn is None else rel_err(out1, cp.asarray(ref))
+                del out1
+                ms1, raw1 = timed(run)
+                add_row(f"attn fwd {DT} B{B} H{H} L=S={L} E{E}{' causal' if causal else ''} fwd-cfg1", "fwd", ms1,
+                        raw1, flops_fwd(B, H, L, L, E, causal), tms, traw, err1)
+            finally:
+                del os.environ["FASTLAYERS_CUDA_ATTN_FWD_CFG"]
 
     section("fwd", fwd)
 

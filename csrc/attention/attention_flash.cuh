@@ -553,13 +553,28 @@ void run_bwd(const KArgs& a, cudaStream_t s) {
                "flash_bwd_kernel");
 }
 
+// FASTLAYERS_CUDA_ATTN_FWD_CFG=1: alternative forward tiles for the benchmark to weigh:
+// E=64 with BC=128 (half the per-tile softmax bookkeeping and barriers per key), E=128 with
+// 4 warps x 2 row tiles and BC=32 (each K/V fragment feeds two MMAs; Q re-read from smem).
+inline int attn_fwd_config() {
+  const char* e = std::getenv("FASTLAYERS_CUDA_ATTN_FWD_CFG");
+  return (e && e[0] == '1' && e[1] == 0) ? 1 : 0;
+}
+
 template <typename T>
 void flash_forward_t(const KArgs& a, int64_t E, cudaStream_t s) {
+  const int cfg = attn_fwd_config();
   switch (E) {
     case 32: run_fwd<T, FwdCfg<32, 4, 2, 64, true>>(a, s); break;
-    case 64: run_fwd<T, FwdCfg<64, 8, 1, 64, true>>(a, s); break;
+    case 64:
+      if (cfg == 1) run_fwd<T, FwdCfg<64, 8, 1, 128, true>>(a, s);
+      else run_fwd<T, FwdCfg<64, 8, 1, 64, true>>(a, s);
+      break;
     case 96: run_fwd<T, FwdCfg<96, 8, 1, 64, true>>(a, s); break;
-    case 128: run_fwd<T, FwdCfg<128, 8, 1, 64, true>>(a, s); break;
+    case 128:
+      if (cfg == 1) run_fwd<T, FwdCfg<128, 4, 2, 32, false>>(a, s);
+      else run_fwd<T, FwdCfg<128, 8, 1, 64, true>>(a, s);
+      break;
     case 256: run_fwd<T, FwdCfg<256, 4, 1, 32, false>>(a, s); break;
     default: FL_CHECK(false, "attention: no flash forward kernel for head dim ", E);
   }
