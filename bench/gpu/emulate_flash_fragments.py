@@ -368,7 +368,7 @@ def flash_bwd(cfg, Qs, K, V, dOs, lses, maskfs, causal, scale, delta_s):
 # The launchers' configurations (attention_flash.cuh flash_forward_t / flash_backward_t).
 FWD_CFGS = [(32, 4, 2, 64, True), (64, 8, 1, 64, True), (96, 8, 1, 64, True), (128, 8, 1, 64, True),
             (256, 4, 1, 32, False),
-            (64, 8, 1, 128, True), (128, 4, 2, 32, False)]  # (the last two: FASTLAYERS_CUDA_ATTN_FWD_CFG=1)
+            (64, 8, 1, 128, True), (128, 4, 2, 16, False)]  # (the last two: FASTLAYERS_CUDA_ATTN_FWD_CFG=1)
 BWD_CFGS = [(32, 64, [(True, True)], 4), (64, 64, [(True, True)], 4), (96, 32, [(True, True)], 4),
             (128, 32, [(True, True)], 4), (256, 16, [(True, False), (False, True)], 4),
             (64, 64, [(True, True)], 8), (128, 32, [(True, True)], 8)]  # (the last two: ATTN_BWD_CFG=1)

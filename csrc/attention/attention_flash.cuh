@@ -524,6 +524,7 @@ __global__ void __launch_bounds__(C::THREADS) flash_bwd_kernel(KArgs a) {
 //   forward  E=32: 4 warps x 2 row tiles of 16 (BR 128), BC 64, Q fragments in registers
 //            E=64, 96, 128: 8 warps x 1 (BR 128), BC 64, Q in registers (E=64 with 4 x 2 spilled)
 //            E=256: 4 warps x 1 (BR 64), BC 32, Q read from shared memory per k-step
+//            FASTLAYERS_CUDA_ATTN_FWD_CFG=1: E=64 BC 128; E=128 4 warps x 2 (BR 128), BC 16
 //   backward 4 warps (BC 64 keys); BR 64 for E=32, 64, BR 32 for E=96, 128, BR 16 and two
 //            passes (dV; dK + dQ) for E=256; 8 warps (BC 128) for E=64, 128 with
 //            FASTLAYERS_CUDA_ATTN_BWD_CFG=1
@@ -555,7 +556,8 @@ void run_bwd(const KArgs& a, cudaStream_t s) {
 
 // FASTLAYERS_CUDA_ATTN_FWD_CFG=1: alternative forward tiles for the benchmark to weigh:
 // E=64 with BC=128 (half the per-tile softmax bookkeeping and barriers per key), E=128 with
-// 4 warps x 2 row tiles and BC=32 (each K/V fragment feeds two MMAs; Q re-read from smem).
+// 4 warps x 2 row tiles and BC=16 (each K/V fragment feeds two MMAs; Q re-read from smem;
+// BC=32 there needed 255 registers and spilled 4 bytes on sm_80).
 inline int attn_fwd_config() {
   const char* e = std::getenv("FASTLAYERS_CUDA_ATTN_FWD_CFG");
   return (e && e[0] == '1' && e[1] == 0) ? 1 : 0;
@@ -572,7 +574,7 @@ void flash_forward_t(const KArgs& a, int64_t E, cudaStream_t s) {
       break;
     case 96: run_fwd<T, FwdCfg<96, 8, 1, 64, true>>(a, s); break;
     case 128:
-      if (cfg == 1) run_fwd<T, FwdCfg<128, 4, 2, 32, false>>(a, s);
+      if (cfg == 1) run_fwd<T, FwdCfg<128, 4, 2, 16, false>>(a, s);
       else run_fwd<T, FwdCfg<128, 8, 1, 64, true>>(a, s);
       break;
     case 256: run_fwd<T, FwdCfg<256, 4, 1, 32, false>>(a, s); break;
