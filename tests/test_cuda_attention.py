@@ -24,7 +24,6 @@ import os
 import numpy as np
 import pytest
 from conftest import assert_close, f64, randn
-
 from fastlayers import functional as F
 from fastlayers import reference as R
 
@@ -66,7 +65,7 @@ def _dtypes(cp):
     try:
         cp.zeros(1, dtype=np.float32).astype("bfloat16")
         out.append("bfloat16")
-    except Exception:  # noqa: BLE001 - this CuPy has no bfloat16
+    except Exception:  # this CuPy has no bfloat16
         pass
     return out
 
@@ -397,7 +396,7 @@ def test_long_sequence_workspace_is_linear(cp, rng):
 def _error_of(call, *makers):
     try:
         call(*makers)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return type(e), str(e)
     return None, None
 

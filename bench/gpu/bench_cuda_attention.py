@@ -53,7 +53,6 @@ def main():
         dryrun_plugin.setup()
 
     import cupy as cp
-
     import fastlayers as fl
     from fastlayers import functional as F
 
@@ -62,7 +61,7 @@ def main():
 
         if not torch.cuda.is_available():
             torch = None
-    except Exception:  # noqa: BLE001
+    except Exception:
         torch = None
 
     result = {"env": env_info(cp, torch, fl), "peak": {}, "rows": [], "errors": [], "targets": []}
@@ -100,7 +99,7 @@ def main():
         log(f"section {name}")
         try:
             fn()
-        except Exception as e:  # noqa: BLE001 - report, go on
+        except Exception as e:  # report, go on
             result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}",
                                      "trace": traceback.format_exc()[-2000:]})
             log(f"section {name} failed: {type(e).__name__}: {e}")
@@ -109,7 +108,7 @@ def main():
     have_bf16 = True
     try:
         cp.zeros(1, np.float32).astype("bfloat16")
-    except Exception:  # noqa: BLE001
+    except Exception:
         have_bf16 = False
     DT = "bfloat16" if have_bf16 else "float16"
     if not have_bf16:
@@ -134,7 +133,7 @@ def main():
 
             run(*(torch.zeros(1, 1, 16, 64, device="cuda", dtype=torch.bfloat16),) * 3)
             return run, "flash"
-        except Exception:  # noqa: BLE001 - older torch: the default dispatch (flash for bf16 on sm80+)
+        except Exception:  # older torch: the default dispatch (flash for bf16 on sm80+)
             return fn, "default"
 
     # ---- measured bf16 matrix peak --------------------------------------------------------------
@@ -148,7 +147,7 @@ def main():
             try:
                 ms, _ = timed(fn, reps=max(3, args.reps // 2))
                 result["peak"][f"{name}_{DT}_{m}_TFLOPs"] = 2 * m**3 / (ms * 1e-3) / 1e12
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 result["errors"].append({"section": f"peak {name}", "error": f"{type(e).__name__}: {e}"})
         result["peak"]["bf16_peak_TFLOPs"] = max(result["peak"].values(), default=None)
         log(f"measured {DT} matmul peak: {result['peak']['bf16_peak_TFLOPs']}")
@@ -188,7 +187,7 @@ def main():
                 result["errors"].append({"section": f"fwd E{E} causal{causal}", "error": "skipped: budget"})
                 continue
             q, k, v = randn(B, H, L, E), randn(B, H, L, E), randn(B, H, L, E)
-            run = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, return_lse=True)  # noqa: E731
+            run = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, return_lse=True)
             out, lse = run()
             ms, raw = timed(run)
             tms = traw = err = None
@@ -222,7 +221,7 @@ def main():
                 continue
             q, k, v, out, lse = state.pop((E, causal))
             g = randn(*out.shape)
-            run = lambda: F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=causal)  # noqa: E731
+            run = lambda: F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=causal)
             grads = run()
             ms, raw = timed(run)
             tms = traw = err = ref_grads = None
@@ -248,7 +247,6 @@ def main():
                         raw1, 2.5 * flops_fwd(B, H, L, L, E, causal), tms, traw, err1)
             finally:
                 del os.environ["FASTLAYERS_CUDA_ATTN_BWD_CFG"]
-            del q, k, v, out, lse, g
 
     section("bwd", bwd)
 
@@ -325,16 +323,16 @@ def env_info(cp, torch, fl):
         name = props["name"]
         env.update(gpu=name.decode() if isinstance(name, bytes) else str(name), sms=props["multiProcessorCount"],
                    cc=f"{props['major']}.{props['minor']}", clock_khz=props.get("clockRate"))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         env["gpu_error"] = str(e)
     try:
         env["driver"] = cp.cuda.runtime.driverGetVersion()
         env["cuda_runtime"] = cp.cuda.runtime.runtimeGetVersion()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         env["version_error"] = str(e)
     try:
         env["fastlayers_info"] = dict(fl.info())
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         env["fastlayers_error"] = str(e)
     try:
         import subprocess
@@ -342,7 +340,7 @@ def env_info(cp, torch, fl):
         q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit",
                             "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
         env["nvidia_smi"] = q.stdout.strip()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         env["nvidia_smi_error"] = str(e)
     return env
 

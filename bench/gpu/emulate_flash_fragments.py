@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
-from fastlayers import reference as R  # noqa: E402
+from fastlayers import reference as R
 
 LOG2E = 1.4426950408889634
 LN2 = 0.69314718055994531
