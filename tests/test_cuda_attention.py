@@ -348,6 +348,24 @@ def test_non_contiguous(cp, rng):
 
 
 @pytest.mark.gpu
+def test_unaligned_views(cp, rng):
+    """Contiguous views that start off a 16-byte boundary (q, k, v and grad_out one element
+    into a buffer): the flash path copies them before its 16-byte cp.async loads."""
+    for dt in _dtypes(cp)[1:]:
+        bufs = [cp.asarray(randn(rng, 2 * 40 * 64 + 1)).astype(dt) for _ in range(4)]
+        q, k, v, g = (b[1:].reshape(2, 40, 64) for b in bufs)
+        assert all(x.flags.c_contiguous and x.data.ptr % 16 for x in (q, k, v, g))
+        out, lse = F.scaled_dot_product_attention(q, k, v, is_causal=True, return_lse=True)
+        h = [_host(x.astype(np.float32)).astype(np.float64) for x in (q, k, v, g)]
+        ref, rlse = R.scaled_dot_product_attention(*h[:3], is_causal=True, return_lse=True)
+        assert _rel(_host(out.astype(np.float32)), ref) <= HALF_TOL[dt]["out"]
+        got = F.scaled_dot_product_attention_backward(g, q, k, v, out, lse, is_causal=True)
+        want = R.scaled_dot_product_attention_backward(h[3], *h[:3], ref, rlse, is_causal=True)
+        for a, w in zip(got, want):
+            assert _rel(_host(a.astype(np.float32)), w) <= HALF_TOL[dt]["grad"]
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("shape", [(0, 2, 5, 8), (2, 0, 5, 8), (2, 2, 0, 8), (2, 2, 0, 32)])
 def test_zero_size(cp, rng, shape):
     for dt in _dtypes(cp):

@@ -91,6 +91,7 @@ def install(core):
                                 dv, workspace, stream):
         nbh, group, L, S, E, Ev = dims
         Q, K, V, M = _inputs(dtype, path, dims, q, k, v, mask_kind, mask)
+        assert path != 1 or dout % 16 == 0, "flash backward with a grad_out not 16-byte aligned"
         dt = _DT[dtype]
         G = _sview(dout, (nbh, L, Ev), (L * Ev, Ev, 1), dt)
         LS = _sview(lse, (nbh, L), (L, 1), np.float32)

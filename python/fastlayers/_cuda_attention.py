@@ -149,6 +149,8 @@ def _mats(x, nlead, flash):
     st = tuple(int(s) for s in x.strides)
     if any(s % isz for s in st) or (flash and not _flash_aligned(x)):
         x = cp.ascontiguousarray(x)
+        if flash and not _flash_aligned(x):  # contiguous, but starting off a 16-byte boundary
+            x = x.copy()
         st = tuple(int(s) for s in x.strides)
     est = [s // isz for s in st]
     off = np.zeros((), np.int64)
@@ -211,6 +213,8 @@ def scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask
     path = d.path()
     (mq, mk, mv), mm = d.operands(q, k, v, path == 1)
     g = cp.ascontiguousarray(grad_out)
+    if path == 1 and _ptr(g) % 16:  # the flash kernels copy dO rows with 16-byte cp.async
+        g = g.copy()
     o = cp.ascontiguousarray(out)
     ls = cp.ascontiguousarray(lse)
     work = cp.empty(int(_core.cuda_attention_workspace(path, d.dims)), dtype=np.float32)
