@@ -271,11 +271,18 @@ void forward_t(const AttentionCudaParams& p, const KArgs& a, cudaStream_t s) {
   launch_fwd_generic<T>(a, chunks_for(p.E > p.Ev ? p.E : p.Ev), p.L, p.nbh, s);
 }
 
+// Workspace layout: the flash dq accumulator first (offset 0: the 8-byte alignment of the
+// float2 atomics on sm_90 holds for any nbh * L), then delta (nbh * L floats).
+void set_workspace(const AttentionCudaParams& p, KArgs& a) {
+  const bool flash = p.path == AttnPath::flash;
+  a.dq_acc = flash ? p.workspace : nullptr;
+  a.delta = flash ? p.workspace + p.nbh * p.L * p.E : p.workspace;
+}
+
 template <typename T>
 void backward_t(const AttentionCudaParams& p, KArgs a, cudaStream_t s) {
   const int ch = chunks_for(p.E > p.Ev ? p.E : p.Ev);
-  a.delta = p.workspace;
-  a.dq_acc = p.path == AttnPath::flash ? p.workspace + p.nbh * p.L : nullptr;
+  set_workspace(p, a);
   launch_prep_delta<T>(a, ch, p.nbh * p.L, 1, s);
   if (p.path == AttnPath::generic) {
     launch_dq_generic<T>(a, ch, p.L, p.nbh, s);
@@ -348,8 +355,7 @@ void attention_backward(const AttentionCudaParams& p, Stream stream) {
   }
   if (p.path == AttnPath::flash) {
     attn::KArgs b = a;
-    b.delta = p.workspace;
-    b.dq_acc = p.workspace + p.nbh * p.L;
+    attn::set_workspace(p, b);
     if (p.S > 0) {
       if (p.dtype == 1) flash_backward_f16(b, p.E, s);
       else flash_backward_bf16(b, p.E, s);
