@@ -12,6 +12,8 @@ Sections (each in its own try/except, skipped once the time budget is spent):
   long     L = S = 65536 (B=1, H=2, E=128, bf16, causal): forward + backward run, the CuPy pool's
            peak bytes against an L x S buffer (workspace linear in L)
   f32      the float32 (generic, CUDA-core) path on a small case, for the record
+  direct_bf16  only when this CuPy has no bfloat16: the bf16 cases through the bindings on
+           PyTorch tensors (the public API needs a CuPy dtype; the kernels take pointers)
 FLOPs (FlashAttention's convention): forward 4 B H L S E, halved when causal; backward 2.5x
 the forward. Timing: CUDA events, warm-up first, median of the repeats (raw kept). Correctness
 is checked before timing (norm-wise relative error against PyTorch's result).
@@ -249,6 +251,70 @@ def main():
                 del os.environ["FASTLAYERS_CUDA_ATTN_BWD_CFG"]
 
     section("bwd", bwd)
+
+    def direct_bf16():
+        """CuPy without bfloat16: the same bf16 cases through the bindings themselves, on PyTorch
+        tensors (the kernels take raw pointers; only the public API needs a CuPy dtype)."""
+        import math
+
+        import torch as tmod
+
+        from fastlayers import _core
+
+        tdev = "cuda" if torch is not None else "cpu"  # (cpu: the dry run's stand-ins read host memory)
+        dt_t, code = (tmod.float16, 1) if dry else (tmod.bfloat16, 2)
+        tfn = sdpa_torch()[0] if torch is not None else None
+        nbh = B * H
+        for E, causal in cases:
+            if time.time() > deadline:
+                result["errors"].append({"section": f"direct E{E} causal{causal}", "error": "skipped: budget"})
+                continue
+            offs = cp.arange(nbh, dtype=np.int64) * (L * E)
+            dims = [nbh, 1, L, L, E, E]
+            tq, tk, tv, tg = (tmod.randn(B, H, L, E, device=tdev).to(dt_t) for _ in range(4))
+            out = tmod.empty_like(tq)
+            lse = tmod.empty((B, H, L), dtype=tmod.float32, device=tdev)
+            dq, dk, dv = (tmod.empty_like(tq) for _ in range(3))
+            ws = tmod.empty(int(_core.cuda_attention_workspace(1, dims)), dtype=tmod.float32, device=tdev)
+            sc = 1.0 / math.sqrt(E)
+
+            def mats(t, offs=offs, E=E):
+                return (t.data_ptr(), int(offs.data.ptr), E, 1)
+
+            def fcall(tq=tq, tk=tk, tv=tv, out=out, lse=lse, dims=dims, sc=sc, causal=causal, mats=mats):
+                _core.cuda_attention_forward(code, 1, dims, mats(tq), mats(tk), mats(tv), 0, (0, 0, 0, 1), causal,
+                                             sc, out.data_ptr(), lse.data_ptr(), 0)
+
+            def bcall(tq=tq, tk=tk, tv=tv, tg=tg, out=out, lse=lse, dims=dims, sc=sc, causal=causal, mats=mats,
+                      dq=dq, dk=dk, dv=dv, ws=ws):
+                _core.cuda_attention_backward(code, 1, dims, mats(tq), mats(tk), mats(tv), 0, (0, 0, 0, 1), causal,
+                                              sc, tg.data_ptr(), out.data_ptr(), lse.data_ptr(), dq.data_ptr(),
+                                              dk.data_ptr(), dv.data_ptr(), ws.data_ptr(), 0)
+
+            fcall()
+            ms, raw = timed(fcall)
+            bcall()
+            msb, rawb = timed(bcall)
+            tms = traw = tmsb = trawb = err = errb = None
+            if tfn is not None:
+                rq, rk, rv = (x.detach().requires_grad_(True) for x in (tq, tk, tv))
+                ref = tfn(rq, rk, rv, is_causal=causal)
+                err = rel_err(cp.asarray(out.float()), cp.asarray(ref.detach().float()))
+                tms, traw = timed(lambda tfn=tfn, tq=tq, tk=tk, tv=tv, causal=causal: tfn(tq, tk, tv, is_causal=causal))
+                gr = tmod.autograd.grad(ref, (rq, rk, rv), tg, retain_graph=True)
+                errb = max(rel_err(cp.asarray(a.float()), cp.asarray(b.float())) for a, b in zip((dq, dk, dv), gr))
+                tmsb, trawb = timed(lambda ref=ref, rq=rq, rk=rk, rv=rv, tg=tg: tmod.autograd.grad(
+                    ref, (rq, rk, rv), tg, retain_graph=True))
+            name = f"B{B} H{H} L=S={L} E{E}{' causal' if causal else ''} (direct, torch tensors)"
+            tname = "bfloat16" if not dry else "float16"
+            add_row(f"attn fwd {tname} {name}", "fwd", ms, raw, flops_fwd(B, H, L, L, E, causal), tms, traw, err,
+                    target=0.5)
+            add_row(f"attn bwd {tname} {name}", "bwd", msb, rawb, 2.5 * flops_fwd(B, H, L, L, E, causal), tmsb,
+                    trawb, errb, target=0.4)
+        del offs
+
+    if not have_bf16:
+        section("direct_bf16", direct_bf16)
 
     def long():
         Ll = 256 if dry else 65536
