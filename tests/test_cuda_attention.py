@@ -505,6 +505,6 @@ def test_vs_torch_cuda(cp, rng):
         for causal in (False, True):
             q, k, v = (cp.asarray(randn(rng, 2, 4, 200, 64)).astype(dt) for _ in range(3))
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            tq, tk, tv = (torch.as_tensor(x, device="cuda") for x in (q, k, v))
+            tq, tk, tv = (torch.from_dlpack(x) for x in (q, k, v))
             ref = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
             assert _rel(_host(out.astype(np.float32)), ref.float().cpu().numpy()) <= 2 * HALF_TOL[dt]["out"]

@@ -121,7 +121,7 @@ def main():
         return a if dtype == "float32" else a.astype(dtype)
 
     def tview(x):
-        return torch.as_tensor(x, device="cuda")
+        return torch.from_dlpack(x)  # (DLPack carries bfloat16; the CUDA array interface may not)
 
     def sdpa_torch():
         """torch's SDPA restricted to its FlashAttention backend when it can say so."""
@@ -196,7 +196,7 @@ def main():
             if tfn is not None:
                 tq, tk, tv = tview(q), tview(k), tview(v)
                 ref = tfn(tq, tk, tv, is_causal=causal)
-                err = rel_err(out, cp.asarray(ref))
+                err = rel_err(out, cp.asarray(ref.float()))
                 tms, traw = timed(lambda: tfn(tq, tk, tv, is_causal=causal))
             state[(E, causal)] = (q, k, v, out, lse)
             add_row(f"attn fwd {DT} B{B} H{H} L=S={L} E{E}{' causal' if causal else ''}", "fwd", ms, raw,
@@ -205,7 +205,7 @@ def main():
             os.environ["FASTLAYERS_CUDA_ATTN_FWD_CFG"] = "1"
             try:
                 out1, _ = run()
-                err1 = None if tfn is None else rel_err(out1, cp.asarray(ref))
+                err1 = None if tfn is None else rel_err(out1, cp.asarray(ref.float()))
                 del out1
                 ms1, raw1 = timed(run)
                 add_row(f"attn fwd {DT} B{B} H{H} L=S={L} E{E}{' causal' if causal else ''} fwd-cfg1", "fwd", ms1,
@@ -231,7 +231,8 @@ def main():
                 tq, tk, tv = (tview(x).detach().requires_grad_(True) for x in (q, k, v))
                 tout = tfn(tq, tk, tv, is_causal=causal)
                 tg = tview(g)
-                ref_grads = [cp.asarray(b) for b in torch.autograd.grad(tout, (tq, tk, tv), tg, retain_graph=True)]
+                tgrads = torch.autograd.grad(tout, (tq, tk, tv), tg, retain_graph=True)
+                ref_grads = [cp.asarray(b.float()) for b in tgrads]
                 err = max(rel_err(a, b) for a, b in zip(grads, ref_grads))
                 tms, traw = timed(lambda: torch.autograd.grad(tout, (tq, tk, tv), tg, retain_graph=True))
                 del tout
@@ -354,8 +355,8 @@ def main():
             tfn = torch.nn.functional.scaled_dot_product_attention
             err = rel_err(F.scaled_dot_product_attention(q, k, v), cp.asarray(tfn(tq, tk, tv)))
             tms, traw = timed(lambda: tfn(tq, tk, tv), reps=3)
-        add_row(f"attn fwd float32 (generic) B{b} H{h} L=S={lq} E{E}", "fwd", ms, raw, flops_fwd(b, h, lq, lq, E, False),
-                tms, traw, err)
+        add_row(f"attn fwd float32 (generic) B{b} H{h} L=S={lq} E{E}", "fwd", ms, raw,
+                flops_fwd(b, h, lq, lq, E, False), tms, traw, err)
 
     section("f32", f32)
 

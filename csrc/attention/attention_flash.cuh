@@ -114,7 +114,8 @@ __global__ void __launch_bounds__(C::THREADS) flash_fwd_kernel(KArgs a) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-          for (int ks = 0; ks < C::KS; ++ks) ldmatrix_x4(qf[mt][ks], sQ + frag_a_rowmajor(lane, LD, wrow + mt * 16, ks * 16));
+          for (int ks = 0; ks < C::KS; ++ks)
+            ldmatrix_x4(qf[mt][ks], sQ + frag_a_rowmajor(lane, LD, wrow + mt * 16, ks * 16));
       }
     }
     const T* k_s = sK + int(jt & 1) * C::KV_ELEMS;

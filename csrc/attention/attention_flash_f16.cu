@@ -5,8 +5,12 @@
 namespace fl {
 namespace cuda {
 
-void flash_forward_f16(const attn::KArgs& a, int64_t E, cudaStream_t s) { attn::flash_forward_t<__half>(a, E, s); }
-void flash_backward_f16(const attn::KArgs& a, int64_t E, cudaStream_t s) { attn::flash_backward_t<__half>(a, E, s); }
+void flash_forward_f16(const attn::KArgs& a, int64_t E, cudaStream_t s) {
+  attn::flash_forward_t<__half>(a, E, s);
+}
+void flash_backward_f16(const attn::KArgs& a, int64_t E, cudaStream_t s) {
+  attn::flash_backward_t<__half>(a, E, s);
+}
 
 }  // namespace cuda
 }  // namespace fl
