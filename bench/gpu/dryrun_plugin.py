@@ -470,6 +470,9 @@ def setup():
     import dryrun_conv_rnn  # issue 8: the conv / recurrent bindings (and _cuda_conv_rnn's _ptr)
 
     dryrun_conv_rnn.install(_core)
+    import dryrun_attention  # the attention stand-ins (issue 9), in their own file
+
+    dryrun_attention.install(_core)
     _core.cuda_device_count = lambda: 1
     _core.cuda_device_name = lambda i: "dry run (NumPy)"
     _core.cuda_built = True

@@ -18,6 +18,11 @@
 #   sanitize8 compute-sanitizer memcheck + racecheck over a subset of those
 #                                                                   -> OUTDIR/sanitizer-conv-rnn.log
 #   bench8    bench/gpu/bench_cuda_conv_rnn.py (vs cuDNN)          -> OUTDIR/cuda-conv-rnn-<gpu>.json
+# Attention (issue 9; not in the default list, run them in their own call after "build"):
+#   test9     pytest tests/test_cuda_attention.py                 -> OUTDIR/test-cuda-attention.log
+#   sanitize9 compute-sanitizer memcheck + racecheck on a subset of those -> OUTDIR/sanitizer-attention.log
+#   bench9    bench/gpu/bench_cuda_attention.py            -> OUTDIR/cuda-attention-<gpu>.json
+#                                                                   (+ OUTDIR/bench-attention.log)
 #
 # The whole run is bounded by FL_BUDGET seconds (default 560, under the device tool's 10-minute
 # command limit): each stage gets min(its own cap, what is left), and a stage that overruns is
@@ -192,6 +197,49 @@ if has check; then
     tail -30 "$OUTDIR/gpu-check.log"
     note "check rc=$rc: $(tail -1 "$OUTDIR/gpu-check.log")"
   fi
+fi
+
+# ---- attention (issue 9) ----------------------------------------------------------------------
+if has test9; then
+  t=$(cap 300)
+  echo "== test9 (${t}s cap)"
+  timeout "$t" $PY -m pytest -q -rs -p no:cacheprovider tests/test_cuda_attention.py > "$OUTDIR/test-cuda-attention.log" 2>&1
+  rc=$?
+  tail -25 "$OUTDIR/test-cuda-attention.log"
+  note "test9 rc=$rc: $(grep -E '[0-9]+ (passed|failed|skipped)' "$OUTDIR/test-cuda-attention.log" | tail -1)"
+fi
+
+if has sanitize9; then
+  # memcheck: both paths, every flash head dim once, masks, GQA, empty rows/keys; racecheck: the
+  # flash kernels (shared memory, cp.async double buffers, the dS^T tile).
+  SUB9_MEM='(test_vs_reference and (1x4x2x133x137x32x32 or 1x2x2x70x97x256x256 or 2x6x2x45x101x32x20) and True)
+    or test_rows_with_nothing or test_empty_keys or test_zero_size or test_non_contiguous
+    or (test_mask_broadcast and 2x3x7x9)'
+  SUB9_RACE='(test_flash_and_generic and (64 or 128 or 256))'
+  : > "$OUTDIR/sanitizer-attention.log"
+  for tool in memcheck racecheck; do
+    t=$(cap 150)
+    if [[ $tool == memcheck ]]; then SUBSET=$(echo $SUB9_MEM); else SUBSET=$(echo $SUB9_RACE); fi
+    echo "== compute-sanitizer $tool, attention (${t}s cap)"
+    echo "===== $tool =====" >> "$OUTDIR/sanitizer-attention.log"
+    extra=""
+    [[ $tool == memcheck ]] && extra="--leak-check no"
+    FASTLAYERS_NO_CUPY_POOL=1 timeout "$t" compute-sanitizer --tool "$tool" $extra --error-exitcode 99 \
+      --target-processes all $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda_attention.py -k "$SUBSET" \
+      >> "$OUTDIR/sanitizer-attention.log" 2>&1
+    rc=$?
+    note "sanitizer9 $tool rc=$rc (99 = errors found, 124 = timed out): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUTDIR/sanitizer-attention.log" | tail -1) $(grep -E '[0-9]+ (passed|failed)' "$OUTDIR/sanitizer-attention.log" | tail -1)"
+  done
+fi
+
+if has bench9; then
+  t=$(cap 330)
+  echo "== bench9 (${t}s cap)"
+  timeout "$t" $PY bench/gpu/bench_cuda_attention.py --json "$OUTDIR/cuda-attention-${GPU_TAG}.json" \
+    --budget $(( t - 40 )) > "$OUTDIR/bench-attention.log" 2>&1
+  rc=$?
+  tail -22 "$OUTDIR/bench-attention.log"
+  note "bench9 rc=$rc: $(grep -E 'targets met' "$OUTDIR/bench-attention.log" | tail -1)"
 fi
 
 echo

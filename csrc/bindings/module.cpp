@@ -25,6 +25,7 @@ void bind_misc(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_cuda_ops(py::module_& m);  // the CUDA kernels (empty without CUDA)
 void bind_cuda_conv_rnn(py::module_& m);  // CUDA conv and recurrent kernels (empty without CUDA)
+void bind_cuda_attention(py::module_& m);  // CUDA attention (empty without CUDA)
 }  // namespace bind
 }  // namespace fl
 
@@ -66,4 +67,5 @@ PYBIND11_MODULE(_core, m) {
   fl::bind::bind_optim(m);
   fl::bind::bind_cuda_ops(m);
   fl::bind::bind_cuda_conv_rnn(m);
+  fl::bind::bind_cuda_attention(m);
 }

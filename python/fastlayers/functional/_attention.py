@@ -14,15 +14,10 @@ import math
 
 import numpy as np
 
-from .. import _core
+from .. import _core, _cuda_attention
 from .._arrays import backend, check_array, check_dtype
 
 __all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_backward"]
-
-
-def _cpu_only(name, **arrays):
-    if backend(**arrays) == "cuda":
-        raise NotImplementedError(f"{name}: the CUDA attention kernel is part of the CUDA backend, not built yet")
 
 
 def _as_heads(x):
@@ -120,7 +115,9 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
     q (..., Hq, L, E), k (..., Hk, S, E), v (..., Hk, S, Ev) -> out (..., Hq, L, Ev); with
     return_lse=True also the row log-sum-exp (..., Hq, L) for the backward (-inf for a row
     with nothing to attend to, whose output is zeros). scale defaults to 1/sqrt(E)."""
-    _cpu_only("scaled_dot_product_attention", q=q, k=k, v=v, attn_mask=attn_mask)
+    if backend(q=q, k=k, v=v, attn_mask=attn_mask) == "cuda":
+        return _cuda_attention.scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa,
+                                                            return_lse)
     d = _Dims("scaled_dot_product_attention", q, k, v, attn_mask, is_causal, scale, enable_gqa)
     head_shape = d.lead + ((d.hq,) if not d.two_d else ())
     out = np.empty(head_shape + (d.L, d.Ev), np.float32)
@@ -135,8 +132,9 @@ def scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask
     """Gradients (grad_q, grad_k, grad_v) of scaled_dot_product_attention, recomputing the
     probabilities tile by tile from lse (FlashAttention-2); out and lse are the forward's
     results (return_lse=True). k/v gradients are summed over the query heads sharing them."""
-    _cpu_only("scaled_dot_product_attention_backward", grad_out=grad_out, q=q, k=k, v=v, out=out, lse=lse,
-              attn_mask=attn_mask)
+    if backend(grad_out=grad_out, q=q, k=k, v=v, out=out, lse=lse, attn_mask=attn_mask) == "cuda":
+        return _cuda_attention.scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, attn_mask,
+                                                                     is_causal, scale, enable_gqa)
     fn = "scaled_dot_product_attention_backward"
     d = _Dims(fn, q, k, v, attn_mask, is_causal, scale, enable_gqa)
     check_array(grad_out, "grad_out")
