@@ -842,12 +842,12 @@ def test_half_precision_only_where_the_api_accepts_it(cp, rng):
 @pytest.mark.gpu
 def test_ops_without_cuda_kernels_name_themselves(cp, rng):
     # (conv/rnn have CUDA kernels since issue 8, attention since issue 9; the optimizers not yet)
-    import fastlayers as fl
+    from fastlayers import nn, optim
 
-    p = fl.nn.Parameter(cp.asarray(randn(rng, 3, 2)))
+    p = nn.Parameter(cp.asarray(randn(rng, 3, 2)))
     p.grad = cp.ones_like(p.data)
     with pytest.raises(NotImplementedError, match="optimizer step"):
-        fl.optim.SGD([p], lr=0.1).step()
+        optim.SGD([p], lr=0.1).step()
 
 
 @pytest.mark.gpu
