@@ -156,10 +156,12 @@ constexpr index_t kDirectABytes = index_t{384} << 10;
 constexpr index_t kJitBBytes = index_t{512} << 10;
 constexpr index_t kDotGrain = index_t{1} << 18;
 constexpr int kMaxDotThreads = 64;
-// stream_b's chunk: 4 panels (4 x 16 columns x kc = 256: 64 KiB, in L2; each B row read as a
-// 256-byte run). 32 x 2048 x 512 on one Zen 3 core, CPU-time GFLOP/s vs the whole-block pack:
-// 1 panel -5%, 2 +0-8%, 4 +9-12%, 8 +5-13%, 16 +0-4% (noisy, loaded machine).
-constexpr index_t kStreamPanels = 4;
+// stream_b's chunk: 8 panels (8 x 16 columns x kc = 256: 128 KiB, in L2; each B row read as a
+// 512-byte run). One Zen 3 core, CPU-time ratio to NumPy (loaded machine, +-5%), chunks of
+// 4 / 8 / 16 panels: 32 x 2048 x 512 1.03 / 1.05 / 0.97, 16 x 2048 x 512 1.13 / 1.07 / 1.00,
+// 64 x 4096 x 4096 0.93 / 0.95 / 0.96, 8 x 4096 x 4096 0.79 / 0.83 / 0.88; 1 panel (64-byte
+// runs 8 KiB apart) lost 5% to the whole-block pack on 32 x 2048 x 512.
+constexpr index_t kStreamPanels = 8;
 
 // The row tiles of an mc-row block: tile i has rows(i) rows from row offset(i). With the
 // short kernels (MR - 1 and MR - 2 rows) an mc that is not a multiple of MR is dealt as
