@@ -162,14 +162,16 @@ constexpr int kMaxDotThreads = 64;
 // 64 x 4096 x 4096 0.93 / 0.95 / 0.96, 8 x 4096 x 4096 0.79 / 0.83 / 0.88; 1 panel (64-byte
 // runs 8 KiB apart) lost 5% to the whole-block pack on 32 x 2048 x 512.
 constexpr index_t kStreamPanels = 8;
+constexpr index_t kStreamBBytes = index_t{16} << 20;
 
 // The row tiles of an mc-row block: tile i has rows(i) rows from row offset(i). With the
 // short kernels (MR - 1 and MR - 2 rows) an mc that is not a multiple of MR is dealt as
 // full tiles then (MR - 1)- and (MR - 2)-row ones, so no tile computes padding rows:
 // 32 rows as 6,6,5,5,5,5 instead of six 6-row tiles (the last with 2 useful rows), 1/9 of
-// the FMAs of 32 x 2048 x 512 saved (one Zen 3 core, CPU time: +9% alone, +17% = 0.91x ->
-// 1.07x NumPy with the streamed B below, which alone gives +11%). When that needs tiles below MR - 2 rows (mc = 1..3, 7 for MR = 6) or there are
-// no short kernels (generic), full tiles and one ragged last tile computed in full.
+// the FMAs of 32 x 2048 x 512 saved (one Zen 3 core, CPU time: +9% alone; +17%, 0.91x ->
+// 1.07x NumPy, with the streamed B below, which alone gives +11%). When that needs tiles
+// below MR - 2 rows (mc = 1..3 or 7 for MR = 6) or there are no short kernels (generic):
+// full tiles and one ragged last tile computed in full.
 struct RowTiles {
   index_t count = 0, full = 0, short1 = 0;  // tiles; first `full` have MR rows, then short1 of MR - 1
   int mr = 0, last = 0;                     // last: rows of a ragged last tile (0: none)
@@ -229,8 +231,13 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   // stream_b: own B panels feeding a single A block (this thread's rows fit one mc block), so
   // a packed panel is used by that block alone: pack kStreamPanels panels at a time, row by
   // row, and compute on them while they are in L1/L2, instead of packing the whole kc x nc
-  // block (2 MiB for 32 x 2048 x 512) out to L3 and reading it back.
-  const bool stream_b = own_b && !jit_b && r1 - r0 <= MC;
+  // block (2 MiB for 32 x 2048 x 512) out to L3 and reading it back. Only for a B within half
+  // of L3 (16 MiB): beyond, B comes from DRAM, where the whole-block pack's long row runs
+  // (12 KiB) suit the prefetchers better than 512-byte runs, most of all with both cores
+  // streaming (64 x 4096 x 4096 on one core: no gain; two threads unmeasurable on the loaded
+  // machine, so the old route is kept there).
+  const bool stream_b =
+      own_b && !jit_b && r1 - r0 <= MC && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kStreamBBytes;
   const index_t own_cols = stream_b ? kStreamPanels * NR : std::min(round_up(uk.nc, NR), round_up(c1 - c0, NR));
   float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
   float* b_local = a_pack + MC * KC + 8;

@@ -243,7 +243,8 @@ void gemv(const GemmParams& p, index_t i0, index_t i1) {
       for (int r = 0; r < 4; ++r) s[r][0] = S::fma(S::loadn(a[r] + q, cnt), b0, s[r][0]);
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r) store_scalar<S>(p.c + (i + r) * p.ldc, S::hsum(S::add(s[r][0], s[r][1])), p.alpha, p.beta);
+    for (int r = 0; r < 4; ++r)
+      store_scalar<S>(p.c + (i + r) * p.ldc, S::hsum(S::add(s[r][0], s[r][1])), p.alpha, p.beta);
   }
   for (; i < i1; ++i) store_scalar<S>(p.c + i * p.ldc, dot<S>(p.a + i * p.a_rs, b, k), p.alpha, p.beta);
 }
