@@ -8,10 +8,12 @@
 //
 // Threads form a tm x tn grid over C (choose_grid). Variants chosen per call, each measured:
 // A read in place (small/narrow problems), B panels packed per thread just before use (small
-// or transposed B, narrow n), per-thread B blocks without barriers (column splits), and a
-// streaming kernel for M <= 4 (GEMV-like). The epilogue (bias + activation) is applied in the
-// micro-kernel's registers on the last kc block, so linear(..., activation) costs no extra
-// pass over C.
+// or transposed B, narrow n), per-thread B blocks without barriers (column splits), B packed
+// a few panels at a time next to the compute when a thread has one A block (skinny M), row
+// tiles of MR, MR-1 and MR-2 rows (no padded edge tile), a streaming kernel for M <= 4, and
+// dot products for n == 1 (GEMV; k split across threads when m == 1). The epilogue (bias +
+// activation) is applied in the micro-kernel's registers on the last kc block, so
+// linear(..., activation) costs no extra pass over C.
 #include <omp.h>
 
 #include <algorithm>
