@@ -256,7 +256,7 @@ def test_gemm_epilogue_on_every_path(rng, m, act):
     from fastlayers import _core
 
     names = [None, "relu", "gelu", "gelu_tanh", "tanh", "sigmoid"]
-    for n, k in ((37, 19), (70, 300)):
+    for n, k in ((37, 19), (70, 300), (600, 300)):  # (600, 300), m >= 5: B streamed in chunks
         a = randn(rng, m, k)
         for b in (randn(rng, k, n), randn(rng, n, k).T):
             c0, rb, cb = randn(rng, m, n), randn(rng, m), randn(rng, n)
