@@ -25,9 +25,13 @@ def cases(quick: bool, torch=None) -> list[Case]:
                         torch=(lambda ta=ta, tb=tb: ta @ tb) if torch else None,
                         flops=2.0 * n**3, extra={"size": n}))
     shapes = [(4096, 64, 4096), (64, 4096, 4096), (4096, 4096, 64), (32, 2048, 512), (1, 4096, 4096),
-              (1000, 10, 784), (513, 1025, 257)]
+              (1000, 10, 784), (513, 1025, 257),
+              # skinny M (a few rows against a wide B: packing B must not dominate), then
+              # n == 1: a GEMV and a long dot product (k split across threads)
+              (8, 2048, 512), (16, 2048, 512), (64, 2048, 512), (8, 4096, 4096), (16, 4096, 4096),
+              (32, 4096, 4096), (4096, 1, 4096), (1, 1, 1 << 22)]
     if quick:
-        shapes = shapes[:2] + shapes[3:4]
+        shapes = shapes[:2] + shapes[3:4] + [(8, 2048, 512), (1, 1, 1 << 22)]
     for m, n, k in shapes:
         a, b = _rand(rng, m, k), _rand(rng, k, n)
         ta, tb = (torch.from_numpy(a), torch.from_numpy(b)) if torch else (None, None)

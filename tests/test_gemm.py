@@ -212,9 +212,15 @@ def test_threads_setting_and_concurrent_calls(rng):
 #  - M <= 4 with unit-stride B columns: the streaming small-M kernel (epilogue applied after);
 #  - n <= 64 or A within 384 KiB: A read in place (strided micro-kernel), B panels packed per thread;
 #  - otherwise packed A and B, shared or per-thread B blocks depending on the thread grid.
+#  - rows not a multiple of the 6-row tile: tiles of 6, 5 and 4 rows (A in place or packed);
+#  - one A block per thread and B beyond 512 KiB: B packed 4 panels at a time just before use;
+#  - n == 1: a GEMV (rows of A contiguous), one dot product split over k across threads
+#    (m == 1, k >= 512 Ki with 2+ threads), or A column-major as one row of a transposed GEMM.
 PATH_SHAPES = [(1, 5000, 37), (2, 33, 300), (3, 17, 1), (4, 1100, 600), (5, 40, 7),  # small M and just above
                (300, 40, 50), (600, 64, 700), (130, 65, 600),                          # narrow N: A in place
-               (100, 100, 100), (37, 300, 290), (200, 800, 300)]                      # small / packed
+               (100, 100, 100), (37, 300, 290), (200, 800, 300),                      # small / packed
+               (8, 700, 300), (37, 300, 600), (200, 100, 600), (13, 2100, 520),        # short tiles, streamed B
+               (7, 1, 1000), (1, 1, 3), (1000, 1, 64), (5, 1, 70_000)]                 # n == 1: GEMV
 
 
 def _strided(rng, rows, cols, kind):
@@ -250,7 +256,7 @@ def test_gemm_epilogue_on_every_path(rng, m, act):
     from fastlayers import _core
 
     names = [None, "relu", "gelu", "gelu_tanh", "tanh", "sigmoid"]
-    for n, k in ((37, 19), (70, 300)):
+    for n, k in ((37, 19), (70, 300), (600, 300)):  # (600, 300), m >= 5: B streamed in chunks
         a = randn(rng, m, k)
         for b in (randn(rng, k, n), randn(rng, n, k).T):
             c0, rb, cb = randn(rng, m, n), randn(rng, m), randn(rng, n)
@@ -310,5 +316,59 @@ def test_gemm_column_split_across_column_blocks(rng):
                 fl.set_num_threads(threads)
                 for _ in range(2):
                     assert_close(fl.gemm(a, b), want, name=f"{(m, n, k)} threads={threads}")
+    finally:
+        fl.set_num_threads(before)
+
+
+@pytest.mark.parametrize("m", [1, 4, 5, 13])
+@pytest.mark.parametrize("act", [0, 1, 5])
+def test_gemm_epilogue_gemv(rng, m, act):
+    """n == 1 (the GEMV and dot-product routes), A row-major or column-major, with alpha, beta,
+    both biases and an activation: the epilogue runs after the dot products."""
+    from fastlayers import _core
+
+    names = [None, "relu", "gelu", "gelu_tanh", "tanh", "sigmoid"]
+    k = 333
+    for a in (randn(rng, m, k), randn(rng, k, m).T):
+        b = randn(rng, k, 1)
+        c0, rb, cb = randn(rng, m, 1), randn(rng, m), randn(rng, 1)
+        out = c0.copy()
+        _core.gemm(a, b, out, 0.5, 1.5, rb, cb, act)
+        z = 0.5 * f64(a) @ f64(b) + 1.5 * f64(c0) + f64(rb)[:, None] + f64(cb)[None, :]
+        want = z if act == 0 else getattr(R, names[act])(z)
+        assert_close(out, want, name=f"act {names[act]} m={m} a strides {a.strides}")
+
+
+def test_gemm_short_row_tiles_every_remainder(rng):
+    """m = 7..20 covers each way of dealing rows into tiles of 6, 5 and 4 (and the ragged
+    fallback, m = 7), with A read in place (small k) and packed (k = 1100), plus an epilogue."""
+    for m in range(7, 21):
+        for k in (50, 1100):
+            a, b, bias = randn(rng, m, k), randn(rng, k, 70), randn(rng, 70)
+            assert_close(fl.gemm(a, b), R.gemm(*f64(a, b)), name=f"m={m} k={k}")
+            x, w = a, b.T.copy()
+            assert_close(fl.linear(x, w, bias, "relu"), R.linear(*f64(x, w, bias), "relu"), name=f"m={m} k={k}")
+
+
+def test_gemm_long_dot_product_split_across_threads(rng):
+    """m = n = 1 with a long k: a SIMD dot product, k split across threads. Positive inputs
+    (no cancellation) are held to the usual 1e-4; for signed inputs the sum cancels to
+    ~sqrt(k) while float32 rounding scales with sum |a_i b_i| (~k), so the tolerance is
+    relative to that sum (any float32 summation order errs by ~1e-7 * it per term)."""
+    before = fl.get_num_threads()
+    try:
+        for k in (600_001, 1_048_576 + 17):
+            pos_a, pos_b = np.abs(randn(rng, 1, k)), np.abs(randn(rng, k, 1))
+            a, b = randn(rng, 1, k), randn(rng, k, 1)
+            for threads in (1, 2, 3):
+                fl.set_num_threads(threads)
+                assert_close(fl.gemm(pos_a, pos_b), R.gemm(*f64(pos_a, pos_b)), name=f"k={k} threads={threads}")
+                bound = (np.abs(f64(a)) @ np.abs(f64(b))).item()
+                np.testing.assert_allclose(fl.gemm(a, b), R.gemm(*f64(a, b)), rtol=0, atol=1e-6 * bound,
+                                           err_msg=f"k={k} threads={threads}")
+                # Strided views take the general routes; same answer.
+                a2, b2 = randn(rng, 2, k)[:1, :], randn(rng, k, 3)[:, 1:2]
+                np.testing.assert_allclose(fl.gemm(a2, b2), R.gemm(*f64(a2, b2)), rtol=0,
+                                           atol=1e-6 * (np.abs(f64(a2)) @ np.abs(f64(b2))).item())
     finally:
         fl.set_num_threads(before)

@@ -8,13 +8,16 @@
 //
 // Threads form a tm x tn grid over C (choose_grid). Variants chosen per call, each measured:
 // A read in place (small/narrow problems), B panels packed per thread just before use (small
-// or transposed B, narrow n), per-thread B blocks without barriers (column splits), and a
-// streaming kernel for M <= 4 (GEMV-like). The epilogue (bias + activation) is applied in the
-// micro-kernel's registers on the last kc block, so linear(..., activation) costs no extra
-// pass over C.
+// or transposed B, narrow n), per-thread B blocks without barriers (column splits), B packed
+// a few panels at a time next to the compute when a thread has one A block (skinny M), row
+// tiles of MR, MR-1 and MR-2 rows (no padded edge tile), a streaming kernel for M <= 4, and
+// dot products for n == 1 (GEMV; k split across threads when m == 1). The epilogue (bias +
+// activation) is applied in the micro-kernel's registers on the last kc block, so
+// linear(..., activation) costs no extra pass over C.
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -153,6 +156,51 @@ Grid choose_grid(index_t m, index_t n, index_t k, int nt, int mr, int nr) {
 constexpr index_t kDirectACols = 64;
 constexpr index_t kDirectABytes = index_t{384} << 10;
 constexpr index_t kJitBBytes = index_t{512} << 10;
+constexpr index_t kDotGrain = index_t{1} << 18;
+constexpr int kMaxDotThreads = 64;
+// stream_b's chunk: 8 panels (8 x 16 columns x kc = 256: 128 KiB, in L2; each B row read as a
+// 512-byte run). One Zen 3 core, CPU-time ratio to NumPy (loaded machine, +-5%), chunks of
+// 4 / 8 / 16 panels: 32 x 2048 x 512 1.03 / 1.05 / 0.97, 16 x 2048 x 512 1.13 / 1.07 / 1.00,
+// 64 x 4096 x 4096 0.93 / 0.95 / 0.96, 8 x 4096 x 4096 0.79 / 0.83 / 0.88; 1 panel (64-byte
+// runs 8 KiB apart) lost 5% to the whole-block pack on 32 x 2048 x 512.
+constexpr index_t kStreamPanels = 8;
+constexpr index_t kStreamBBytes = index_t{16} << 20;
+
+// The row tiles of an mc-row block: tile i has rows(i) rows from row offset(i). With the
+// short kernels (MR - 1 and MR - 2 rows) an mc that is not a multiple of MR is dealt as
+// full tiles then (MR - 1)- and (MR - 2)-row ones, so no tile computes padding rows:
+// 32 rows as 6,6,5,5,5,5 instead of six 6-row tiles (the last with 2 useful rows), 1/9 of
+// the FMAs of 32 x 2048 x 512 saved (one Zen 3 core, CPU time: +9% alone; +17%, 0.91x ->
+// 1.07x NumPy, with the streamed B below, which alone gives +11%). When that needs tiles
+// below MR - 2 rows (mc = 1..3 or 7 for MR = 6) or there are no short kernels (generic):
+// full tiles and one ragged last tile computed in full.
+struct RowTiles {
+  index_t count = 0, full = 0, short1 = 0;  // tiles; first `full` have MR rows, then short1 of MR - 1
+  int mr = 0, last = 0;                     // last: rows of a ragged last tile (0: none)
+  RowTiles(index_t mc, int MR, bool have_short) : mr(MR) {
+    count = ceil_div(mc, MR);
+    const index_t d = count * MR - mc;  // padding rows of the plain plan
+    if (d == 0 || !have_short || d > 2 * count) {
+      full = mc / MR;
+      short1 = 0;
+      last = static_cast<int>(mc - full * MR);
+      return;
+    }
+    const index_t short2 = std::max<index_t>(0, d - count);
+    short1 = d - 2 * short2;
+    full = count - short1 - short2;
+  }
+  // Rows of tile i and the first row of tile i; kind: 0 full, 1 MR-1, 2 MR-2, 3 ragged.
+  int rows(index_t i) const {
+    if (i < full) return mr;
+    if (last) return last;
+    return i < full + short1 ? mr - 1 : mr - 2;
+  }
+  int kind(index_t i) const { return i < full ? 0 : (last ? 3 : (i < full + short1 ? 1 : 2)); }
+  index_t offset(index_t i) const {
+    return i * mr - std::max<index_t>(0, i - full) - std::max<index_t>(0, i - full - short1);
+  }
+};
 
 // Thread t of T: its tile of the grid (see gemm_blocked).
 void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index_t nc_max, bool any_epi, int t, int T) {
@@ -169,6 +217,7 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   const bool direct_a =
       cols_max <= kDirectACols || rows_max * p.k * static_cast<index_t>(sizeof(float)) <= kDirectABytes;
   const index_t MC = round_up(std::min<index_t>(uk.mc, rows_max), MR);
+  const bool have_short = uk.fn_ex_short[0][0] != nullptr;
   // Each thread packs each of its B panels right before use into an L1 buffer (no shared B
   // block, no barriers) for small problems (one A block per thread, all of B within L2:
   // 128^3 +4%) and for narrow B (n <= 64: a panel's rows are then at most 256 bytes apart,
@@ -181,17 +230,77 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   const bool jit_b = (rows_max <= uk.mc && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kJitBBytes) ||
                      (rows_max <= uk.mc && p.b_rs == 1) || p.n <= kDirectACols;
   const bool own_b = g.tm == 1;  // each thread uses only its own B columns
+  // stream_b: own B panels feeding a single A block (this thread's rows fit one mc block), so
+  // a packed panel is used by that block alone: pack kStreamPanels panels at a time, row by
+  // row, and compute on them while they are in L1/L2, instead of packing the whole kc x nc
+  // block (2 MiB for 32 x 2048 x 512) out to L3 and reading it back. Only for a B within half
+  // of L3 (16 MiB): beyond, B comes from DRAM, where the whole-block pack's long row runs
+  // (12 KiB) suit the prefetchers better than 512-byte runs, most of all with both cores
+  // streaming (64 x 4096 x 4096 on one core: no gain; two threads unmeasurable on the loaded
+  // machine, so the old route is kept there).
+  const bool stream_b =
+      own_b && !jit_b && r1 - r0 <= MC && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kStreamBBytes;
+  const index_t own_cols = stream_b ? kStreamPanels * NR : std::min(round_up(uk.nc, NR), round_up(c1 - c0, NR));
   float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
   float* b_local = a_pack + MC * KC + 8;
   // own_b: this thread's B panels of one (jc, pc) block, in a buffer of its own.
-  float* own_buf = own_b && !jit_b ? thread_scratch_b(KC * std::min(round_up(uk.nc, NR), round_up(c1 - c0, NR)))
-                                   : nullptr;
+  float* own_buf = own_b && !jit_b ? thread_scratch_b(KC * own_cols) : nullptr;
   auto pack_panel = [&](index_t pc, index_t kc, index_t j0, int cols, float* dst) {
     const float* src = p.b + pc * p.b_rs + j0 * p.b_cs;
     if (uk.pack_b) {
       uk.pack_b(src, p.b_rs, p.b_cs, kc, cols, dst);
     } else {
       pack_b_panel(src, p.b_rs, p.b_cs, kc, cols, NR, dst);
+    }
+  };
+  // Panels [jp0, jp1) of the block at columns jc.. (nc wide), panel jp to dst(jp).
+  auto pack_panels = [&](index_t pc, index_t kc, index_t jc, index_t nc, index_t jp0, index_t jp1, auto dst) {
+    index_t jp = jp0;
+    if (uk.pack_b_rows && p.b_cs == 1) {
+      const index_t full = std::min(jp1, nc / NR) - jp0;  // whole panels in this share
+      if (full > 0) uk.pack_b_rows(p.b + pc * p.b_rs + jc + jp0 * NR, p.b_rs, kc, full, dst(jp0));
+      jp += std::max<index_t>(full, 0);
+    }
+    for (; jp < jp1; ++jp)
+      pack_panel(pc, kc, jc + jp * NR, static_cast<int>(std::min<index_t>(NR, nc - jp * NR)), dst(jp));
+  };
+  // The A block of rows [ic, ic + mc) at k offset pc: packed (tile i's panel at a_pack + i kc MR).
+  auto pack_a_block = [&](const RowTiles& rt, const float* a_blk, index_t mc, index_t kc) {
+    if (direct_a) return;
+    if (rt.full + (rt.last ? 1 : 0) == rt.count) {  // MR-row panels throughout
+      if (uk.pack_a) {
+        uk.pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, a_pack);
+      } else {
+        pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, MR, a_pack);
+      }
+      return;
+    }
+    for (index_t i = 0; i < rt.count; ++i) {  // short tiles: one panel each, MR floats per k
+      const float* src = a_blk + rt.offset(i) * p.a_rs;
+      if (uk.pack_a) {
+        uk.pack_a(src, p.a_rs, p.a_cs, rt.rows(i), kc, a_pack + i * kc * MR);
+      } else {
+        pack_a(src, p.a_rs, p.a_cs, rt.rows(i), kc, MR, a_pack + i * kc * MR);
+      }
+    }
+  };
+  // Every row tile of the block against one B panel (bp, NR floats per k) at column j0.
+  auto compute_panel = [&](const RowTiles& rt, index_t ic, const float* a_blk, index_t kc, const float* bp, index_t j0,
+                           int nr, float beta, int fi) {
+    for (index_t i = 0; i < rt.count; ++i) {
+      const index_t i0 = rt.offset(i);
+      const int mr = rt.rows(i), kind = rt.kind(i);
+      float* ct = p.c + (ic + i0) * p.ldc + j0;
+      const TileEpilogue e{p.row_bias ? p.row_bias + ic + i0 : nullptr, p.col_bias ? p.col_bias + j0 : nullptr,
+                           p.act};
+      const TileEpilogue* ep = fi ? &e : nullptr;
+      if (direct_a) {
+        const UkernelExFn f = kind == 1 || kind == 2 ? uk.fn_ex_strided_short[kind - 1][fi] : uk.fn_ex_strided[fi];
+        f(kc, a_blk + i0 * p.a_rs, p.a_rs, p.a_cs, bp, NR, ct, p.ldc, p.alpha, beta, mr, nr, ep);
+      } else {
+        const UkernelExFn f = kind == 1 || kind == 2 ? uk.fn_ex_short[kind - 1][fi] : uk.fn_ex[fi];
+        f(kc, a_pack + i * kc * MR, 1, MR, bp, NR, ct, p.ldc, p.alpha, beta, mr, nr, ep);
+      }
     }
   };
   int step = 0;
@@ -202,6 +311,27 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
       const index_t kc = std::min(KC, p.k - pc);
       const bool last_k = pc + kc == p.k;
       const float beta = pc == 0 ? p.beta : 1.0f;
+      const int fi = last_k && any_epi ? 1 + static_cast<int>(p.act) : 0;
+      const index_t j_lo = std::max(c0, jc), j_hi = std::min(c1, jc + nc);
+      if (stream_b) {
+        if (j_lo >= j_hi || r0 >= r1) continue;
+        const index_t mc = r1 - r0;
+        const RowTiles rt(mc, MR, have_short);
+        const float* a_blk = p.a + r0 * p.a_rs + pc * p.a_cs;
+        pack_a_block(rt, a_blk, mc, kc);
+        const index_t G = kStreamPanels;
+        const index_t jp_lo = (j_lo - jc) / NR, jp_hi = ceil_div(j_hi - jc, NR);
+        for (index_t q0 = jp_lo; q0 < jp_hi; q0 += G) {
+          const index_t q1 = std::min(jp_hi, q0 + G);
+          pack_panels(pc, kc, jc, nc, q0, q1, [&](index_t jp) { return own_buf + (jp - q0) * NR * kc; });
+          for (index_t jp = q0; jp < q1; ++jp) {
+            const index_t j0 = jc + jp * NR;
+            compute_panel(rt, r0, a_blk, kc, own_buf + (jp - q0) * NR * kc, j0,
+                          static_cast<int>(std::min<index_t>(NR, j_hi - j0)), beta, fi);
+          }
+        }
+        continue;
+      }
       // The packed B block: panel of column j starts at blk + (j - blk_j0) * kc.
       float* blk = b_pack + (step++ & 1) * KC * nc_max;
       index_t blk_j0 = jc;
@@ -215,31 +345,17 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
           blk = own_buf;  // panel jp0 first
           blk_j0 = jc + jp0 * NR;
         }
-        auto dst = [&](index_t jp) { return blk + (jc + jp * NR - blk_j0) * kc; };
-        index_t jp = jp0;
-        if (uk.pack_b_rows && p.b_cs == 1) {
-          const index_t full = std::min(jp1, nc / NR) - jp0;  // whole panels in this share
-          if (full > 0) uk.pack_b_rows(p.b + pc * p.b_rs + jc + jp0 * NR, p.b_rs, kc, full, dst(jp0));
-          jp += std::max<index_t>(full, 0);
-        }
-        for (; jp < jp1; ++jp)
-          pack_panel(pc, kc, jc + jp * NR, static_cast<int>(std::min<index_t>(NR, nc - jp * NR)), dst(jp));
+        pack_panels(pc, kc, jc, nc, jp0, jp1, [&](index_t jp) { return blk + (jc + jp * NR - blk_j0) * kc; });
         if (!own_b && T > 1) {  // (T == 1 always has own_b: never a barrier outside a team)
 #pragma omp barrier
         }
       }
-      const index_t j_lo = std::max(c0, jc), j_hi = std::min(c1, jc + nc);
       if (j_lo >= j_hi || r0 >= r1) continue;
       for (index_t ic = r0; ic < r1; ic += MC) {
         const index_t mc = std::min(MC, r1 - ic);
+        const RowTiles rt(mc, MR, have_short);
         const float* a_blk = p.a + ic * p.a_rs + pc * p.a_cs;
-        if (!direct_a) {
-          if (uk.pack_a) {
-            uk.pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, a_pack);
-          } else {
-            pack_a(a_blk, p.a_rs, p.a_cs, mc, kc, MR, a_pack);
-          }
-        }
+        pack_a_block(rt, a_blk, mc, kc);
         for (index_t j0 = j_lo; j0 < j_hi; j0 += NR) {
           const int nr = static_cast<int>(std::min<index_t>(NR, j_hi - j0));
           const float* bp = blk + (j0 - blk_j0) * kc;
@@ -247,21 +363,7 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
             pack_panel(pc, kc, j0, nr, b_local);
             bp = b_local;
           }
-          const index_t ldb = NR;
-          for (index_t i0 = 0; i0 < mc; i0 += MR) {
-            const int mr = static_cast<int>(std::min<index_t>(MR, mc - i0));
-            float* ct = p.c + (ic + i0) * p.ldc + j0;
-            const TileEpilogue e{p.row_bias ? p.row_bias + ic + i0 : nullptr, p.col_bias ? p.col_bias + j0 : nullptr,
-                                 p.act};
-            const int fi = last_k && any_epi ? 1 + static_cast<int>(p.act) : 0;
-            const TileEpilogue* ep = fi ? &e : nullptr;
-            if (direct_a) {
-              uk.fn_ex_strided[fi](kc, a_blk + i0 * p.a_rs, p.a_rs, p.a_cs, bp, ldb, ct, p.ldc, p.alpha, beta, mr, nr,
-                               ep);
-            } else {
-              uk.fn_ex[fi](kc, a_pack + i0 * kc, 1, MR, bp, ldb, ct, p.ldc, p.alpha, beta, mr, nr, ep);
-            }
-          }
+          compute_panel(rt, ic, a_blk, kc, bp, j0, nr, beta, fi);
         }
       }
     }
@@ -295,6 +397,51 @@ void gemm_small_m(const GemmParams& p, SmallMFn fn, int nt) {
   }
 }
 
+// n == 1 with A's rows and B's column contiguous: a GEMV, each row a dot product of length k
+// (the 6 x 16 tile would compute 16 columns for 1). m == 1 too: one dot product, k split
+// across the threads (memory-bound: each core streams its half) and the partial sums added
+// in thread order, so a result depends on the thread count only.
+void gemm_gemv(const GemmParams& p, const Ukernel& uk, int nt) {
+  if (p.m == 1) {
+    // Below ~256 Ki multiply-adds (2 MiB read) a second thread costs more than it saves.
+    const int T = p.num_threads > 0 && !omp_in_parallel() ? std::min<index_t>(p.num_threads, p.k / kDotGrain + 1)
+                                                         : threads_for(p.k, kDotGrain);
+    float part[kMaxDotThreads];
+    const int parts = std::min(T, kMaxDotThreads);
+    if (parts <= 1) {
+      part[0] = uk.dot(p.a, p.b, p.k);
+    } else {
+#pragma omp parallel num_threads(parts)
+      {
+        const int t = omp_get_thread_num(), TT = omp_get_num_threads();
+        // Chunks of whole 64-byte lines (16 floats), so no line is read by two threads.
+        const index_t q0 = split_at(p.k, TT, t, 16), q1 = split_at(p.k, TT, t + 1, 16);
+        part[t] = q0 < q1 ? uk.dot(p.a + q0, p.b + q0, q1 - q0) : 0.0f;
+        if (TT < parts && t == 0)
+          for (int u = TT; u < parts; ++u) part[u] = 0.0f;
+      }
+    }
+    float s = 0.0f;
+    for (int u = 0; u < parts; ++u) s += part[u];
+    float r = s * p.alpha;
+    if (p.beta != 0.0f) r = std::fma(p.c[0], p.beta, r);
+    p.c[0] = r;
+    apply_epilogue(p.c, p.ldc, 1, 1, p.row_bias, p.col_bias, p.act);
+    return;
+  }
+  auto rows = [&](index_t i0, index_t i1) {
+    uk.gemv(p, i0, i1);
+    apply_epilogue(p.c + i0 * p.ldc, p.ldc, i1 - i0, 1, p.row_bias ? p.row_bias + i0 : nullptr, p.col_bias, p.act);
+  };
+  if (nt <= 1) return rows(0, p.m);
+#pragma omp parallel num_threads(nt)
+  {
+    const int T = omp_get_num_threads(), t = omp_get_thread_num();
+    const index_t i0 = split_at(p.m, T, t, 4), i1 = split_at(p.m, T, t + 1, 4);
+    if (i0 < i1) rows(i0, i1);
+  }
+}
+
 }  // namespace
 
 void apply_epilogue(float* c, index_t ldc, index_t m, index_t n, const float* row_bias,
@@ -312,6 +459,26 @@ void run_gemm(const GemmParams& p) {
   }
   const Ukernel uk = ukernel_for(active_isa());
   const int nt = choose_threads(p);
+  if (p.n == 1 && p.a_cs == 1 && p.b_rs == 1 && uk.gemv) {
+    gemm_gemv(p, uk, nt);
+    return;
+  }
+  if (p.n == 1 && p.a_rs == 1 && p.ldc == 1 && uk.small_m[0]) {
+    // A column-major (a.T): C^T = B^T A^T, one row against a B with contiguous rows.
+    GemmParams q = p;
+    q.m = 1;
+    q.n = p.m;
+    q.a = p.b;
+    q.a_rs = 0;
+    q.a_cs = p.b_rs;
+    q.b = p.a;
+    q.b_rs = p.a_cs;
+    q.b_cs = 1;
+    q.row_bias = p.col_bias;
+    q.col_bias = p.row_bias;
+    gemm_small_m(q, uk.small_m[0], nt);
+    return;
+  }
   if (p.m <= 4 && p.b_cs == 1 && uk.small_m[p.m - 1]) {
     gemm_small_m(p, uk.small_m[p.m - 1], nt);
     return;

@@ -43,6 +43,12 @@ using UkernelExFn = void (*)(index_t kc, const float* a, index_t ars, index_t ac
 // the epilogue included: B streamed row by row, each row read once and contiguously.
 using SmallMFn = void (*)(const GemmParams& p, index_t j0, index_t j1);
 
+// n == 1 (GEMV) with A's rows and B's column contiguous (a_cs == b_rs == 1): C[i0:i1, 0] =
+// alpha A[i0:i1, :] B + beta C, epilogue not included. Each row a dot product over k.
+using GemvFn = void (*)(const GemmParams& p, index_t i0, index_t i1);
+// sum_{q < k} x[q] y[q] of two contiguous vectors (a SIMD reduction, fixed order).
+using DotFn = float (*)(const float* x, const float* y, index_t k);
+
 // Packing into the micro-kernel's layouts (see fn above); pack_a may write up to 8 floats
 // past mc rounded up to MR times kc (the buffer has that slack).
 using PackAFn = void (*)(const float* a, index_t rs, index_t cs, index_t mc, index_t kc, float* dst);
@@ -58,7 +64,15 @@ struct Ukernel {
   // Index 0: no epilogue (epi ignored); 1 + Activation code: epilogue with that activation.
   UkernelExFn fn_ex[7];          // packed A (ars = 1, acs = MR): the fast path
   UkernelExFn fn_ex_strided[7];  // A read in place at any strides
+  // Tiles of MR - 1 and MR - 2 rows ([d - 1][1 + act], d = 1, 2), the same NR and the same
+  // packed A layout (MR floats per k, rows past the tile unread): a block of mc rows, mc not a
+  // multiple of MR, is dealt as tiles of MR, MR-1 and MR-2 rows instead of padding the last
+  // tile (32 rows: 6,6,5,5,5,5 instead of 6,6,6,6,6,6 with 4 rows wasted). Null: none.
+  UkernelExFn fn_ex_short[2][7];
+  UkernelExFn fn_ex_strided_short[2][7];
   SmallMFn small_m[4];           // index M-1; null: none for this ISA
+  GemvFn gemv;                   // null: none for this ISA
+  DotFn dot;
   PackAFn pack_a;                // null: the portable loops in gemm_cpu.cpp
   PackBFn pack_b;
   PackBRowsFn pack_b_rows;

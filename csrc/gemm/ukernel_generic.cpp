@@ -39,7 +39,14 @@ void ukernel_portable(index_t kc, const float* a, const float* b, float* c, inde
 }  // namespace
 
 Ukernel ukernel_generic() {
-  Ukernel u{&ukernel_portable, kMr, kNr, 256, 128, 2048, "generic 4x8", {}, {}, {}, nullptr, nullptr, nullptr};
+  Ukernel u{};  // no short tiles, small-M kernels or SIMD packing: the portable loops
+  u.fn = &ukernel_portable;
+  u.mr = kMr;
+  u.nr = kNr;
+  u.kc = 256;
+  u.mc = 128;
+  u.nc = 2048;
+  u.name = "generic 4x8";
   for (int i = 0; i < 7; ++i) u.fn_ex[i] = u.fn_ex_strided[i] = &ukernel_portable_ex;
   return u;
 }

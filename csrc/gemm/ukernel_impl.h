@@ -56,7 +56,9 @@ inline void store_tile(typename S::V (&acc)[MR][NV], float* c, index_t ldc, floa
 // One instantiation per epilogue (ACT = -1: none), so store_tile is called exactly once
 // and the accumulators stay in registers (with a switch over several store_tile calls GCC
 // kept acc[][] in memory and stored all 12 vectors every k step: 3x slower).
-template <class S, int MR, int NV, bool PACKED_A, int ACT>
+// AS: the packed A panel's floats per k (the full tile's MR; a shorter tile reads its first
+// MR rows of the same layout).
+template <class S, int MR, int NV, bool PACKED_A, int ACT, int AS = MR>
 void ukernel_ex(index_t kc, const float* a, index_t ars, index_t acs, const float* b, index_t ldb, float* c,
                 index_t ldc, float alpha, float beta, int mr, int nr, const TileEpilogue* epi) {
   using V = typename S::V;
@@ -86,7 +88,7 @@ void ukernel_ex(index_t kc, const float* a, index_t ars, index_t acs, const floa
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[i][v] = S::fma(ai, bv[v], acc[i][v]);
       }
-      a += MR;
+      a += AS;
       b += ldb;
     }
   } else {
@@ -180,19 +182,112 @@ void small_m(const GemmParams& p, index_t j0, index_t j1) {
   }
 }
 
+// A dot product: 4 vectors of partial sums (one FMA chain would wait on the FMA latency,
+// 4 cycles on Zen; 4 chains already saturate the 2 loads per FMA), summed in a fixed order.
+template <class S>
+float dot(const float* x, const float* y, index_t k) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  V s0 = S::zero(), s1 = S::zero(), s2 = S::zero(), s3 = S::zero();
+  index_t q = 0;
+  for (; q + 4 * W <= k; q += 4 * W) {
+    s0 = S::fma(S::loadu(x + q), S::loadu(y + q), s0);
+    s1 = S::fma(S::loadu(x + q + W), S::loadu(y + q + W), s1);
+    s2 = S::fma(S::loadu(x + q + 2 * W), S::loadu(y + q + 2 * W), s2);
+    s3 = S::fma(S::loadu(x + q + 3 * W), S::loadu(y + q + 3 * W), s3);
+  }
+  for (; q + W <= k; q += W) s0 = S::fma(S::loadu(x + q), S::loadu(y + q), s0);
+  if (q < k) s1 = S::fma(S::loadn(x + q, k - q), S::loadn(y + q, k - q), s1);
+  return S::hsum(S::add(S::add(s0, s1), S::add(s2, s3)));
+}
+
+// C = alpha s + beta C for one element, rounded like store_tile (alpha first, then the FMA).
+// (A template, like everything in this header: an inline function with external linkage
+// compiled in both ISA units could be linked with the AVX-512 copy for the AVX2 kernels.)
+template <class S>
+inline void store_scalar(float* c, float s, float alpha, float beta) {
+  float r = s * alpha;
+  if (beta != 0.0f) r = __builtin_fmaf(*c, beta, r);
+  *c = r;
+}
+
+// n == 1 (see GemvFn): 4 rows at a time share each load of B, 2 vectors of partial sums per row.
+template <class S>
+void gemv(const GemmParams& p, index_t i0, index_t i1) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  const index_t k = p.k;
+  const float* b = p.b;
+  index_t i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const float* a[4];
+    V s[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      a[r] = p.a + (i + r) * p.a_rs;
+      s[r][0] = s[r][1] = S::zero();
+    }
+    index_t q = 0;
+    for (; q + 2 * W <= k; q += 2 * W) {
+      const V b0 = S::loadu(b + q), b1 = S::loadu(b + q + W);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        s[r][0] = S::fma(S::loadu(a[r] + q), b0, s[r][0]);
+        s[r][1] = S::fma(S::loadu(a[r] + q + W), b1, s[r][1]);
+      }
+    }
+    for (; q < k; q += W) {
+      const index_t cnt = std::min<index_t>(W, k - q);
+      const V b0 = S::loadn(b + q, cnt);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) s[r][0] = S::fma(S::loadn(a[r] + q, cnt), b0, s[r][0]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r)
+      store_scalar<S>(p.c + (i + r) * p.ldc, S::hsum(S::add(s[r][0], s[r][1])), p.alpha, p.beta);
+  }
+  for (; i < i1; ++i) store_scalar<S>(p.c + i * p.ldc, dot<S>(p.a + i * p.a_rs, b, k), p.alpha, p.beta);
+}
+
+// The seven epilogue variants (none, then each Activation) of one tile shape.
+template <class S, int MR, int NV, bool PACKED_A, int AS>
+void fill_ex(UkernelExFn (&f)[7]) {
+  f[0] = &ukernel_ex<S, MR, NV, PACKED_A, -1, AS>;
+  f[1] = &ukernel_ex<S, MR, NV, PACKED_A, 0, AS>;
+  f[2] = &ukernel_ex<S, MR, NV, PACKED_A, 1, AS>;
+  f[3] = &ukernel_ex<S, MR, NV, PACKED_A, 2, AS>;
+  f[4] = &ukernel_ex<S, MR, NV, PACKED_A, 3, AS>;
+  f[5] = &ukernel_ex<S, MR, NV, PACKED_A, 4, AS>;
+  f[6] = &ukernel_ex<S, MR, NV, PACKED_A, 5, AS>;
+}
+
 template <class S, int MR, int NV>
 Ukernel make_ukernel(index_t kc, index_t mc, index_t nc, const char* name) {
-  return {&ukernel<S, MR, NV>, MR, NV * S::W, kc, mc, nc, name,
-          {&ukernel_ex<S, MR, NV, true, -1>, &ukernel_ex<S, MR, NV, true, 0>, &ukernel_ex<S, MR, NV, true, 1>,
-           &ukernel_ex<S, MR, NV, true, 2>, &ukernel_ex<S, MR, NV, true, 3>, &ukernel_ex<S, MR, NV, true, 4>,
-           &ukernel_ex<S, MR, NV, true, 5>},
-          {&ukernel_ex<S, MR, NV, false, -1>, &ukernel_ex<S, MR, NV, false, 0>, &ukernel_ex<S, MR, NV, false, 1>,
-           &ukernel_ex<S, MR, NV, false, 2>, &ukernel_ex<S, MR, NV, false, 3>, &ukernel_ex<S, MR, NV, false, 4>,
-           &ukernel_ex<S, MR, NV, false, 5>},
-          {&small_m<S, 1>, &small_m<S, 2>, &small_m<S, 3>, &small_m<S, 4>},
-          &pack_detail::pack_a<MR>,
-          &pack_detail::pack_b_panel<NV * S::W>,
-          &pack_detail::pack_b_rows<NV * S::W>};
+  static_assert(MR >= 3, "the short tiles have MR - 2 >= 1 rows");
+  Ukernel u{};
+  u.fn = &ukernel<S, MR, NV>;
+  u.mr = MR;
+  u.nr = NV * S::W;
+  u.kc = kc;
+  u.mc = mc;
+  u.nc = nc;
+  u.name = name;
+  fill_ex<S, MR, NV, true, MR>(u.fn_ex);
+  fill_ex<S, MR, NV, false, MR>(u.fn_ex_strided);
+  fill_ex<S, MR - 1, NV, true, MR>(u.fn_ex_short[0]);
+  fill_ex<S, MR - 2, NV, true, MR>(u.fn_ex_short[1]);
+  fill_ex<S, MR - 1, NV, false, MR>(u.fn_ex_strided_short[0]);
+  fill_ex<S, MR - 2, NV, false, MR>(u.fn_ex_strided_short[1]);
+  u.small_m[0] = &small_m<S, 1>;
+  u.small_m[1] = &small_m<S, 2>;
+  u.small_m[2] = &small_m<S, 3>;
+  u.small_m[3] = &small_m<S, 4>;
+  u.gemv = &gemv<S>;
+  u.dot = &dot<S>;
+  u.pack_a = &pack_detail::pack_a<MR>;
+  u.pack_b = &pack_detail::pack_b_panel<NV * S::W>;
+  u.pack_b_rows = &pack_detail::pack_b_rows<NV * S::W>;
+  return u;
 }
 
 }  // namespace ukernel_detail
