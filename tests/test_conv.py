@@ -42,6 +42,21 @@ CONV_CASES = [
     pytest.param(3, 6, 21, 27, 10, 5, 5, 1, 2, 1, 2, True, id="direct-5x5-groups2"),
     pytest.param(2, 4, 19, 25, 5, 3, 4, 1, "same", (2, 1), 1, True, id="direct-same-even-dilated"),
     pytest.param(2, 5, 23, 24, 13, 3, 3, 1, (0, 2), 1, 1, False, id="direct-asym-padding"),
+    # Batch 1 on small maps (forward_few: the image's columns packed by all threads, weights
+    # read in place): several K blocks of 256 taps (bias on the last), an M edge (13 = 2*6+1
+    # rows), 1 column past a 16-column panel (7x7), two groups, three images, and a column
+    # matrix over the 4 MiB pack budget (two column tiles).
+    pytest.param(1, 40, 7, 7, 13, 3, 3, 1, 1, 1, 1, True, id="few-kblocks-medge-7x7"),
+    pytest.param(1, 64, 14, 14, 32, 3, 3, 1, 1, 1, 2, True, id="few-groups2-14x14"),
+    pytest.param(3, 12, 6, 5, 7, 3, 3, 1, 1, 1, 1, True, id="few-three-images"),
+    pytest.param(1, 72, 90, 90, 8, 3, 3, 2, 1, 1, 1, True, id="few-two-column-tiles"),
+    # Depthwise, stride 1 with OW == W: the flat path (masked row ends), 3x3, 5x5 dilated,
+    # an even kernel with asymmetric "same" padding, 1-column images, a general 4x2 kernel.
+    pytest.param(2, 5, 14, 14, 5, 3, 3, 1, 1, 1, 5, True, id="depthwise-flat-14x14"),
+    pytest.param(1, 3, 9, 11, 3, 5, 5, 1, "same", 2, 3, False, id="depthwise-flat-5x5-dilated"),
+    pytest.param(2, 4, 6, 7, 8, 4, 4, 1, "same", 1, 4, True, id="depthwise-flat-even-same"),
+    pytest.param(1, 3, 9, 1, 3, 3, 3, 1, 1, 1, 3, True, id="depthwise-flat-1-column"),
+    pytest.param(1, 2, 5, 8, 4, 4, 3, 1, (1, 1), 1, 2, True, id="depthwise-flat-4x3-mult2"),
 ]
 
 
@@ -87,6 +102,18 @@ def test_conv2d_reference_backward_matches_numeric(rng):
     np.testing.assert_allclose(gx, numeric_grad(lambda v: np.sum(R.conv2d(v, weight, b, 2, 1) * g), x), atol=1e-6)
     np.testing.assert_allclose(gw, numeric_grad(lambda v: np.sum(R.conv2d(x, v, b, 2, 1) * g), weight), atol=1e-6)
     np.testing.assert_allclose(gb, numeric_grad(lambda v: np.sum(R.conv2d(x, weight, v, 2, 1) * g), b), atol=1e-6)
+
+
+def test_depthwise_flat_edges_do_not_leak_inf():
+    # The flat depthwise path reads across row ends and masks the wrapped lanes: an Inf in
+    # the column next to a row end must not reach the outputs of the other row (0 * Inf).
+    x = np.zeros((1, 2, 6, 9), np.float32)
+    x[:, :, :, 0] = np.inf
+    weight = np.ones((2, 1, 3, 3), np.float32)
+    y = fl.conv2d(x, weight, None, 1, 1, 1, 2)
+    want = R.conv2d(f64(x), f64(weight), None, 1, 1, 1, 2)
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(want))
+    assert np.isfinite(y[:, :, :, 2:]).all()
 
 
 def test_conv2d_noncontiguous(rng):

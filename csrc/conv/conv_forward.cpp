@@ -518,6 +518,82 @@ void forward_pointwise(const Plan& pl, const float* x, const float* w, const flo
   }
 }
 
+// ---- few items (batch 1): one packed B per image, weights read in place ----------------
+//
+// With fewer (image, tile, group) items than 2 per thread, the batch-8 scheme (each thread
+// its own tiles, the weights packed once and shared) has nothing to share out. Here one
+// image's whole column matrix (Kc x OH*OW, 1.8 MB at 256x14x14) is packed by both threads
+// together (each a range of NR-column panels), then each thread computes a range of MR-row
+// weight panels over all of it. The weights are not packed: the micro-kernel reads its
+// MR rows in place (stride Kc), each MR x kc block once from memory and then from L1 for
+// every column panel. Packing them cost a read and a write of |w| per call (9.4 MB at
+// 512x7x7) and, before this path, the column packing ran on one thread.
+//
+// Loop order per K block: weight panel (L1) -> column panels (the K block of packed B,
+// kc x cols, 213 KB at 14x14, stays in L2).
+void compute_tile_inplace(const Plan& pl, const float* w, index_t g, const float* b_pack, index_t cols, index_t ip0,
+                          index_t ip1, float* c, index_t ldc, const float* bias) {
+  const int mr = pl.uk.mr, nr = pl.uk.nr;
+  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr;
+  const float* wg = w + g * pl.kg * pl.kc;
+  const UkernelExFn plain = pl.uk.fn_ex_strided[0];
+  const UkernelExFn with_bias = pl.uk.fn_ex_strided[1 + static_cast<int>(Activation::none)];
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    const float beta = pc == 0 ? 0.0f : 1.0f;
+    const bool last = pc + kcb == pl.kc;
+    const float* block = b_pack + pc * cols_pad;
+    for (index_t ip = ip0; ip < ip1; ++ip) {
+      const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
+      const float* a = wg + ip * mr * pl.kc + pc;
+      const TileEpilogue epi{bias ? bias + ip * mr : nullptr, nullptr, Activation::none};
+      const UkernelExFn fn = last && bias ? with_bias : plain;
+      for (index_t jp = 0; jp < npanels; ++jp) {
+        const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
+        fn(kcb, a, pl.kc, 1, block + jp * kcb * nr, nr, c + ip * mr * ldc + jp * nr, ldc, 1.0f, beta, m_valid,
+           n_valid, &epi);
+      }
+    }
+  }
+}
+
+void forward_few(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int nt) {
+  const ConvParams& p = pl.p;
+  const index_t nr = pl.uk.nr, npanels = pl.mpad / pl.uk.mr;
+  // Tiles: one image's columns, cut only where the packed B would pass the budget (4 MiB).
+  const index_t budget_cols = std::max<index_t>(nr, kPackBudget / pl.kc / nr * nr);
+  const index_t parts = ceil_div(pl.ohw, budget_cols);
+  const index_t len = round_up(ceil_div(pl.ohw, parts), nr);
+  AlignedBuffer b_pack(pl.kc * std::min(len, round_up(pl.ohw, nr)));
+  std::vector<Segment> segs;
+  for (index_t it = 0; it < p.n * p.groups; ++it) {
+    const index_t img = it / p.groups, g = it % p.groups;
+    const float* gb = bias ? bias + g * pl.kg : nullptr;
+    for (index_t s = 0; s < pl.ohw; s += len) {
+      const index_t cols = std::min(len, pl.ohw - s), ncp = ceil_div(cols, nr);
+      tile_segments(pl, img * pl.ohw + s, cols, segs);
+      float* c = y + (img * p.k + g * pl.kg) * pl.ohw + s;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+      {
+        const index_t T = omp_get_num_threads(), tid = omp_get_thread_num();
+        // Segments are in panel order: this thread packs panels [jp0, jp1).
+        const index_t jp0 = ncp * tid / T, jp1 = ncp * (tid + 1) / T;
+        const auto by_panel = [](const Segment& sg, index_t jp) { return sg.jp < jp; };
+        const index_t s0 = std::lower_bound(segs.begin(), segs.end(), jp0, by_panel) - segs.begin();
+        const index_t s1 = std::lower_bound(segs.begin(), segs.end(), jp1, by_panel) - segs.begin();
+        if (s0 < s1) {
+          PackArgs a{&p, x, g, pl.cg, pl.hw, pl.kc, pl.kc_block, nr, cols, segs.data() + s0, s1 - s0, b_pack.get()};
+          a.pad_tail = tid == T - 1;
+          pl.pack(a);
+        }
+#pragma omp barrier
+        const index_t ip0 = npanels * tid / T, ip1 = npanels * (tid + 1) / T;
+        if (ip0 < ip1) compute_tile_inplace(pl, w, g, b_pack.get(), cols, ip0, ip1, c, pl.ohw, gb);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool conv2d_forward_is_direct(const ConvParams& p) {
@@ -545,6 +621,8 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   const index_t b_size = pl.kc * round_up(widest, pl.uk.nr);
   const index_t stage_size = widest > pl.ohw ? pl.mpad * widest : 0;  // multi-image tiles only
   const index_t npanels = pl.mpad / pl.uk.mr;
+  // Fewer items than 2 per thread (batch 1 on 2 threads), or one image on one thread.
+  if (nt > 1 ? items < 2 * nt : p.n * p.groups == 1) return forward_few(pl, x, w, bias, y, nt);
   AlignedBuffer a_pack(pl.a_group * p.groups);
 
   if (nt > 1 && items >= 2 * nt) {
@@ -573,7 +651,7 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
     return;
   }
 
-  // Few items: one tile at a time, weight panels split over the threads.
+  // Single thread, several images: one tile at a time (multi-image tiles at small maps).
   AlignedBuffer b_pack(b_size), stage(stage_size);
   std::vector<Segment> segs;
   for (index_t it = 0; it < items; ++it) {
