@@ -40,6 +40,7 @@
 #include "conv/conv.h"
 #include "conv/conv_pack.h"
 #include "conv/direct.h"
+#include "conv/dot.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "gemm/gemm.h"
@@ -179,12 +180,43 @@ void pack_b_tile(const Plan& pl, const float* x, index_t g, index_t q0, index_t 
   pl.pack(a);
 }
 
+DotPanelFn dot_for(Isa isa) {
+#if defined(FASTLAYERS_X86)
+  if (isa == Isa::avx512) return dot_avx512::dot_panel;
+  if (isa == Isa::avx2) return dot_avx2::dot_panel;
+#endif
+  return dot_generic::dot_panel;
+}
+
+// Columns of a tile's last panel taken by dot products (dot.h) rather than the micro-kernel:
+// up to NR/2 (7x7: 1 of 16; 14x14: 4 of 16), where most of the panel would be padding.
+int narrow_columns(const Plan& pl, index_t cols) {
+  const index_t rem = cols % pl.uk.nr;
+  return rem && rem <= pl.uk.nr / 2 ? static_cast<int>(rem) : 0;
+}
+
+// bt (nj rows of kc) = the last nj columns of the tile, out of its packed last panel.
+void copy_narrow_columns(const Plan& pl, const float* b_pack, index_t cols, int nj, float* bt) {
+  const index_t nr = pl.uk.nr, cols_pad = round_up(cols, nr), jl = cols_pad / nr - 1;
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    const float* panel = b_pack + pc * cols_pad + jl * kcb * nr;
+    for (int j = 0; j < nj; ++j)
+      for (index_t q = 0; q < kcb; ++q) bt[j * pl.kc + pc + q] = panel[q * nr + j];
+  }
+}
+
 // C (+)= A panels [ip0, ip1) x all B panels of the tile; bias on the last K block.
-// C(i, t) = c[i * ldc + t].
-void compute_tile(const Plan& pl, const float* a_pack, index_t g, const float* b_pack, index_t cols, index_t ip0,
-                  index_t ip1, float* c, index_t ldc, const float* bias) {
+// C(i, t) = c[i * ldc + t]. With nj > 0 the last panel's nj columns are dot products of bt
+// with the weight rows read in place from w (dot.h): 7x7 tiles of 2 images are 98 columns,
+// 6 full panels and 2 columns instead of a 7th panel (12% of the FMAs).
+void compute_tile(const Plan& pl, const float* a_pack, const float* w, index_t g, const float* b_pack,
+                  const float* bt, int nj, index_t cols, index_t ip0, index_t ip1, float* c, index_t ldc,
+                  const float* bias) {
   const int mr = pl.uk.mr, nr = pl.uk.nr;
-  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr;
+  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr - (nj ? 1 : 0);
+  const DotPanelFn dot = dot_for(active_isa());
+  const float* wg = w + g * pl.kg * pl.kc;
   const index_t mc_panels = std::max<index_t>(1, pl.uk.mc / mr);
   for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
     const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
@@ -203,6 +235,12 @@ void compute_tile(const Plan& pl, const float* a_pack, index_t g, const float* b
           if (last && bias) apply_epilogue(ct, ldc, m_valid, n_valid, bias + ip * mr, nullptr, Activation::none);
         }
       }
+      if (nj)
+        for (index_t ip = ic; ip < ic_end; ++ip) {
+          const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
+          dot(kcb, wg + ip * mr * pl.kc + pc, pl.kc, m_valid, bt + pc, pl.kc, nj, c + ip * mr * ldc + npanels * nr,
+              ldc, beta, last && bias ? bias + ip * mr : nullptr);
+        }
     }
   }
 }
@@ -229,17 +267,24 @@ std::vector<TileSpec> make_tiles(const Plan& pl, index_t max_cols) {
 
 // Run one tile of group g into y: straight into y when it lies in one image, else through
 // the staging buffer.
-void run_tile(const Plan& pl, const float* x, const float* a_pack, const float* bias, float* y, index_t g,
-              const TileSpec& t, float* b_pack, float* stage, index_t ip0, index_t ip1, std::vector<Segment>* segs) {
+// bt: the tile's narrow columns (copied here when this call packs, i.e. segs is given).
+void run_tile(const Plan& pl, const float* x, const float* a_pack, const float* w, const float* bias, float* y,
+              index_t g, const TileSpec& t, float* b_pack, float* bt, float* stage, index_t ip0, index_t ip1,
+              std::vector<Segment>* segs) {
   const ConvParams& p = pl.p;
-  if (segs) pack_b_tile(pl, x, g, t.q0, t.cols, *segs, b_pack);
+  const int nj = narrow_columns(pl, t.cols);
+  if (segs) {
+    pack_b_tile(pl, x, g, t.q0, t.cols, *segs, b_pack);
+    if (nj) copy_narrow_columns(pl, b_pack, t.cols, nj, bt);
+  }
   const float* gb = bias ? bias + g * pl.kg : nullptr;
   const index_t img = t.q0 / pl.ohw, pix = t.q0 % pl.ohw;
   if (pix + t.cols <= pl.ohw) {
-    compute_tile(pl, a_pack, g, b_pack, t.cols, ip0, ip1, y + (img * p.k + g * pl.kg) * pl.ohw + pix, pl.ohw, gb);
+    compute_tile(pl, a_pack, w, g, b_pack, bt, nj, t.cols, ip0, ip1, y + (img * p.k + g * pl.kg) * pl.ohw + pix,
+                 pl.ohw, gb);
     return;
   }
-  compute_tile(pl, a_pack, g, b_pack, t.cols, ip0, ip1, stage, t.cols, gb);
+  compute_tile(pl, a_pack, w, g, b_pack, bt, nj, t.cols, ip0, ip1, stage, t.cols, gb);
 }
 
 // Copy rows [r0, r1) of a staged multi-image tile into y.
@@ -531,10 +576,11 @@ void forward_pointwise(const Plan& pl, const float* x, const float* w, const flo
 //
 // Loop order per K block: weight panel (L1) -> column panels (the K block of packed B,
 // kc x cols, 213 KB at 14x14, stays in L2).
-void compute_tile_inplace(const Plan& pl, const float* w, index_t g, const float* b_pack, index_t cols, index_t ip0,
-                          index_t ip1, float* c, index_t ldc, const float* bias) {
+void compute_tile_inplace(const Plan& pl, const float* w, index_t g, const float* b_pack, const float* bt, int nj,
+                          index_t cols, index_t ip0, index_t ip1, float* c, index_t ldc, const float* bias) {
   const int mr = pl.uk.mr, nr = pl.uk.nr;
-  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr;
+  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr - (nj ? 1 : 0);
+  const DotPanelFn dot = dot_for(active_isa());
   const float* wg = w + g * pl.kg * pl.kc;
   const UkernelExFn plain = pl.uk.fn_ex_strided[0];
   const UkernelExFn with_bias = pl.uk.fn_ex_strided[1 + static_cast<int>(Activation::none)];
@@ -553,6 +599,9 @@ void compute_tile_inplace(const Plan& pl, const float* w, index_t g, const float
         fn(kcb, a, pl.kc, 1, block + jp * kcb * nr, nr, c + ip * mr * ldc + jp * nr, ldc, 1.0f, beta, m_valid,
            n_valid, &epi);
       }
+      if (nj)
+        dot(kcb, a, pl.kc, m_valid, bt + pc, pl.kc, nj, c + ip * mr * ldc + npanels * nr, ldc, beta,
+            last ? epi.row_bias : nullptr);
     }
   }
 }
@@ -565,12 +614,14 @@ void forward_few(const Plan& pl, const float* x, const float* w, const float* bi
   const index_t parts = ceil_div(pl.ohw, budget_cols);
   const index_t len = round_up(ceil_div(pl.ohw, parts), nr);
   AlignedBuffer b_pack(pl.kc * std::min(len, round_up(pl.ohw, nr)));
+  AlignedBuffer bt(pl.kc * (nr / 2));
   std::vector<Segment> segs;
   for (index_t it = 0; it < p.n * p.groups; ++it) {
     const index_t img = it / p.groups, g = it % p.groups;
     const float* gb = bias ? bias + g * pl.kg : nullptr;
     for (index_t s = 0; s < pl.ohw; s += len) {
       const index_t cols = std::min(len, pl.ohw - s), ncp = ceil_div(cols, nr);
+      const int nj = narrow_columns(pl, cols);
       tile_segments(pl, img * pl.ohw + s, cols, segs);
       float* c = y + (img * p.k + g * pl.kg) * pl.ohw + s;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -586,9 +637,10 @@ void forward_few(const Plan& pl, const float* x, const float* w, const float* bi
           a.pad_tail = tid == T - 1;
           pl.pack(a);
         }
+        if (nj && tid == T - 1) copy_narrow_columns(pl, b_pack.get(), cols, nj, bt.get());
 #pragma omp barrier
         const index_t ip0 = npanels * tid / T, ip1 = npanels * (tid + 1) / T;
-        if (ip0 < ip1) compute_tile_inplace(pl, w, g, b_pack.get(), cols, ip0, ip1, c, pl.ohw, gb);
+        if (ip0 < ip1) compute_tile_inplace(pl, w, g, b_pack.get(), bt.get(), nj, cols, ip0, ip1, c, pl.ohw, gb);
       }
     }
   }
@@ -626,11 +678,12 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   AlignedBuffer a_pack(pl.a_group * p.groups);
 
   if (nt > 1 && items >= 2 * nt) {
-    std::vector<AlignedBuffer> b_pack, stage;
+    std::vector<AlignedBuffer> b_pack, bt, stage;
     std::vector<std::vector<Segment>> segs(nt);
     for (int t = 0; t < nt; ++t) {
       segs[t].reserve(static_cast<size_t>(2 * widest + 2));
       b_pack.emplace_back(b_size);
+      bt.emplace_back(pl.kc * (pl.uk.nr / 2));
       stage.emplace_back(stage_size);
     }
 #pragma omp parallel num_threads(nt)
@@ -644,7 +697,8 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
       for (index_t it = 0; it < items; ++it) {
         const index_t g = it / ntiles;
         const TileSpec& t = tiles[it % ntiles];
-        run_tile(pl, x, a_pack.get(), bias, y, g, t, b_pack[tid].get(), stage[tid].get(), 0, npanels, &my_segs);
+        run_tile(pl, x, a_pack.get(), w, bias, y, g, t, b_pack[tid].get(), bt[tid].get(), stage[tid].get(), 0, npanels,
+                 &my_segs);
         if (t.q0 % pl.ohw + t.cols > pl.ohw) scatter_stage(pl, stage[tid].get(), g, t, 0, pl.kg, y);
       }
     }
@@ -652,12 +706,13 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   }
 
   // Single thread, several images: one tile at a time (multi-image tiles at small maps).
-  AlignedBuffer b_pack(b_size), stage(stage_size);
+  AlignedBuffer b_pack(b_size), bt(pl.kc * (pl.uk.nr / 2)), stage(stage_size);
   std::vector<Segment> segs;
   for (index_t it = 0; it < items; ++it) {
     const index_t g = it / ntiles;
     const TileSpec& t = tiles[it % ntiles];
     pack_b_tile(pl, x, g, t.q0, t.cols, segs, b_pack.get());
+    if (const int nj = narrow_columns(pl, t.cols)) copy_narrow_columns(pl, b_pack.get(), t.cols, nj, bt.get());
     const bool staged = t.q0 % pl.ohw + t.cols > pl.ohw;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -665,7 +720,7 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
       const index_t ip0 = npanels * tid / T, ip1 = npanels * (tid + 1) / T;
       if (ip0 < ip1) {
         if (it % ntiles == 0) pack_a_panels(pl, w, g, ip0, ip1, a_pack.get());  // group g's first tile
-        run_tile(pl, x, a_pack.get(), bias, y, g, t, b_pack.get(), stage.get(), ip0, ip1, nullptr);
+        run_tile(pl, x, a_pack.get(), w, bias, y, g, t, b_pack.get(), bt.get(), stage.get(), ip0, ip1, nullptr);
         if (staged) scatter_stage(pl, stage.get(), g, t, ip0 * pl.uk.mr, std::min(pl.kg, ip1 * pl.uk.mr), y);
       }
     }
