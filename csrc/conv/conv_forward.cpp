@@ -32,6 +32,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -188,11 +189,14 @@ DotPanelFn dot_for(Isa isa) {
   return dot_generic::dot_panel;
 }
 
-// Columns of a tile's last panel taken by dot products (dot.h) rather than the micro-kernel:
-// up to NR/2 (7x7: 1 of 16; 14x14: 4 of 16), where most of the panel would be padding.
-int narrow_columns(const Plan& pl, index_t cols) {
+// Columns of a tile's last panel taken by dot products (dot.h) rather than the micro-kernel,
+// where most of the panel would be padding (7x7: 1 of 16; 14x14: 4 of 16): up to NR/2 when
+// the weight rows are read in place anyway (forward_few), up to NR/4 next to packed weights,
+// where the dot products read the rows once more from L3 (8 of 16 columns at 8x512x7x7,
+// 1 thread: 0.93x -> 0.88x PyTorch).
+int narrow_columns(const Plan& pl, index_t cols, bool in_place) {
   const index_t rem = cols % pl.uk.nr;
-  return rem && rem <= pl.uk.nr / 2 ? static_cast<int>(rem) : 0;
+  return rem && rem <= pl.uk.nr / (in_place ? 2 : 4) ? static_cast<int>(rem) : 0;
 }
 
 // bt (nj rows of kc) = the last nj columns of the tile, out of its packed last panel.
@@ -272,7 +276,7 @@ void run_tile(const Plan& pl, const float* x, const float* a_pack, const float* 
               index_t g, const TileSpec& t, float* b_pack, float* bt, float* stage, index_t ip0, index_t ip1,
               std::vector<Segment>* segs) {
   const ConvParams& p = pl.p;
-  const int nj = narrow_columns(pl, t.cols);
+  const int nj = narrow_columns(pl, t.cols, false);
   if (segs) {
     pack_b_tile(pl, x, g, t.q0, t.cols, *segs, b_pack);
     if (nj) copy_narrow_columns(pl, b_pack, t.cols, nj, bt);
@@ -606,6 +610,31 @@ void compute_tile_inplace(const Plan& pl, const float* w, index_t g, const float
   }
 }
 
+// Gather packing for narrow outputs (OW <= 16): B(r = (c, i, j), t) = xp[tapoff[r] + base[t]]
+// on a zero-padded copy xp of the image (one group), base[t] = oh*sh*Wp + ow*sw, tapoff[r] =
+// c*Hp*Wp + i*dh*Wp + j*dw: no bounds tests and no per-run bookkeeping. The run-based
+// packing (conv_pack_impl.h) pays ~20 cycles per run of <= 7 pixels at 7x7 (10 runs per tap
+// row, two thirds of them clipped by the padding): 62% of a 512x7x7 call's profile at 6
+// output channels. Panels [jp0, jp1) of the tile, zero columns past cols.
+void pack_gather(const Plan& pl, const float* xp, const index_t* tapoff, const std::int32_t* base, index_t cols,
+                 index_t jp0, index_t jp1, float* b_pack) {
+  const index_t nr = pl.uk.nr, cols_pad = round_up(cols, nr);
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    float* block = b_pack + pc * cols_pad;
+    for (index_t r = pc; r < pc + kcb; ++r) {
+      const float* src = xp + tapoff[r];
+      for (index_t jp = jp0; jp < jp1; ++jp) {
+        float* d = block + jp * kcb * nr + (r - pc) * nr;
+        const std::int32_t* bs = base + jp * nr;
+        const index_t n = std::min(nr, cols - jp * nr);
+        for (index_t e = 0; e < n; ++e) d[e] = src[bs[e]];
+        for (index_t e = n; e < nr; ++e) d[e] = 0.0f;
+      }
+    }
+  }
+}
+
 void forward_few(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int nt) {
   const ConvParams& p = pl.p;
   const index_t nr = pl.uk.nr, npanels = pl.mpad / pl.uk.mr;
@@ -615,27 +644,62 @@ void forward_few(const Plan& pl, const float* x, const float* w, const float* bi
   const index_t len = round_up(ceil_div(pl.ohw, parts), nr);
   AlignedBuffer b_pack(pl.kc * std::min(len, round_up(pl.ohw, nr)));
   AlignedBuffer bt(pl.kc * (nr / 2));
+  // Gather packing (pack_gather) for narrow outputs: the padded group image, its tap offsets
+  // and the tile's column bases.
+  const bool gather = p.ow <= 16;
+  const index_t hp = (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1, wp = (p.ow - 1) * p.sw + (p.kw - 1) * p.dw + 1;
+  const index_t hpp = std::max(hp, p.h + p.ph), wpp = std::max(wp, p.w + p.pw), plane = hpp * wpp;
+  AlignedBuffer xp(gather ? pl.cg * plane : 0);
+  std::vector<index_t> tapoff(gather ? static_cast<size_t>(pl.kc) : 0);
+  std::vector<std::int32_t> base(gather ? static_cast<size_t>(round_up(len, nr)) : 0);
+  if (gather)
+    for (index_t c = 0, r = 0; c < pl.cg; ++c)
+      for (index_t i = 0; i < p.kh; ++i)
+        for (index_t j = 0; j < p.kw; ++j) tapoff[static_cast<size_t>(r++)] = c * plane + i * p.dh * wpp + j * p.dw;
   std::vector<Segment> segs;
   for (index_t it = 0; it < p.n * p.groups; ++it) {
     const index_t img = it / p.groups, g = it % p.groups;
     const float* gb = bias ? bias + g * pl.kg : nullptr;
     for (index_t s = 0; s < pl.ohw; s += len) {
       const index_t cols = std::min(len, pl.ohw - s), ncp = ceil_div(cols, nr);
-      const int nj = narrow_columns(pl, cols);
-      tile_segments(pl, img * pl.ohw + s, cols, segs);
+      const int nj = narrow_columns(pl, cols, true);
+      if (gather) {
+        for (index_t t = 0; t < cols; ++t)
+          base[static_cast<size_t>(t)] =
+              static_cast<std::int32_t>((s + t) / p.ow * p.sh * wpp + (s + t) % p.ow * p.sw);
+      } else {
+        tile_segments(pl, img * pl.ohw + s, cols, segs);
+      }
       float* c = y + (img * p.k + g * pl.kg) * pl.ohw + s;
 #pragma omp parallel num_threads(nt) if (nt > 1)
       {
         const index_t T = omp_get_num_threads(), tid = omp_get_thread_num();
-        // Segments are in panel order: this thread packs panels [jp0, jp1).
+        // This thread packs column panels [jp0, jp1).
         const index_t jp0 = ncp * tid / T, jp1 = ncp * (tid + 1) / T;
-        const auto by_panel = [](const Segment& sg, index_t jp) { return sg.jp < jp; };
-        const index_t s0 = std::lower_bound(segs.begin(), segs.end(), jp0, by_panel) - segs.begin();
-        const index_t s1 = std::lower_bound(segs.begin(), segs.end(), jp1, by_panel) - segs.begin();
-        if (s0 < s1) {
-          PackArgs a{&p, x, g, pl.cg, pl.hw, pl.kc, pl.kc_block, nr, cols, segs.data() + s0, s1 - s0, b_pack.get()};
-          a.pad_tail = tid == T - 1;
-          pl.pack(a);
+        if (gather) {
+          if (s == 0) {  // the padded image: channels split over the threads
+            const index_t c0 = pl.cg * tid / T, c1 = pl.cg * (tid + 1) / T;
+            for (index_t ch = c0; ch < c1; ++ch) {
+              float* dst = xp.get() + ch * plane;
+              const float* src = x + (img * p.c + g * pl.cg + ch) * pl.hw;
+              std::fill(dst, dst + plane, 0.0f);
+              for (index_t ih = 0; ih < p.h && ih + p.ph < hpp; ++ih)
+                std::memcpy(dst + (ih + p.ph) * wpp + p.pw, src + ih * p.w,
+                            sizeof(float) * std::max<index_t>(0, std::min(p.w, wpp - p.pw)));
+            }
+          }
+#pragma omp barrier
+          pack_gather(pl, xp.get(), tapoff.data(), base.data(), cols, jp0, jp1, b_pack.get());
+        } else {
+          // Segments are in panel order.
+          const auto by_panel = [](const Segment& sg, index_t jp) { return sg.jp < jp; };
+          const index_t s0 = std::lower_bound(segs.begin(), segs.end(), jp0, by_panel) - segs.begin();
+          const index_t s1 = std::lower_bound(segs.begin(), segs.end(), jp1, by_panel) - segs.begin();
+          if (s0 < s1) {
+            PackArgs a{&p, x, g, pl.cg, pl.hw, pl.kc, pl.kc_block, nr, cols, segs.data() + s0, s1 - s0, b_pack.get()};
+            a.pad_tail = tid == T - 1;
+            pl.pack(a);
+          }
         }
         if (nj && tid == T - 1) copy_narrow_columns(pl, b_pack.get(), cols, nj, bt.get());
 #pragma omp barrier
@@ -712,7 +776,7 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
     const index_t g = it / ntiles;
     const TileSpec& t = tiles[it % ntiles];
     pack_b_tile(pl, x, g, t.q0, t.cols, segs, b_pack.get());
-    if (const int nj = narrow_columns(pl, t.cols)) copy_narrow_columns(pl, b_pack.get(), t.cols, nj, bt.get());
+    if (const int nj = narrow_columns(pl, t.cols, false)) copy_narrow_columns(pl, b_pack.get(), t.cols, nj, bt.get());
     const bool staged = t.q0 % pl.ohw + t.cols > pl.ohw;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
