@@ -42,6 +42,11 @@ CONV_CASES = [
     pytest.param(3, 6, 21, 27, 10, 5, 5, 1, 2, 1, 2, True, id="direct-5x5-groups2"),
     pytest.param(2, 4, 19, 25, 5, 3, 4, 1, "same", (2, 1), 1, True, id="direct-same-even-dilated"),
     pytest.param(2, 5, 23, 24, 13, 3, 3, 1, (0, 2), 1, 1, False, id="direct-asym-padding"),
+    # Strides > 1 on wide maps: the direct kernel on phase planes (stem-like 7x7 stride 2,
+    # 5x5 stride 2 with dilation 3 (taps in both phases), different row and column strides).
+    pytest.param(2, 3, 40, 70, 10, 7, 7, 2, 3, 1, 1, True, id="direct-stride2-stem"),
+    pytest.param(1, 4, 12, 120, 6, 5, 5, 2, 2, 3, 2, True, id="direct-stride2-dilated-groups2"),
+    pytest.param(2, 5, 21, 40, 7, 3, 3, (2, 1), 1, 1, 1, False, id="direct-stride-2x1"),
     # Batch 1 on small maps (forward_few: the image's columns packed by all threads, weights
     # read in place): several K blocks of 256 taps (bias on the last), an M edge (13 = 2*6+1
     # rows), 1 column past a 16-column panel (7x7), two groups, three images, and a column

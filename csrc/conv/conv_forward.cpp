@@ -16,6 +16,13 @@
 //   v2 implicit im2col into packed panels, per-ISA copies     66-70
 //   v3 direct kernel on the padded-width output grid          80-82
 //
+// Batch 1 on small maps (ResNet-18's 256x14x14 and 512x7x7 were 0.68x / 0.62x PyTorch on 2
+// threads): forward_few packs the image's whole column matrix on all threads (gathered from
+// a padded copy when OW <= 16), splits the weight rows over the threads and reads them in
+// place (no packed copy of |w|, 9.4 MB at 512x7x7), and takes a last panel of <= NR/2
+// columns as dot products (dot.h; 49 = 3 x 16 + 1). 1 thread, process CPU time, 512x7x7:
+// 0.75x -> 1.2x PyTorch.
+//
 // Tiles (path 2): runs of the flat (n, oh, ow) pixel axis, a slice of one image (large maps,
 // written straight into y with ldc = OH*OW) or several whole images (small maps: 8 x 49
 // columns per GEMM at 7x7 instead of 49, staged and scattered).
@@ -24,11 +31,14 @@
 // (C/groups x Hp x Wp floats) plus a Kg x 512 staging tile; path 2, the packed B of one tile,
 // Kc x round_up(cols, NR) floats with cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus
 // Kg x cols of staging for multi-image tiles. Shared: the packed weights (|w| rounded up to
-// MR rows per group).
+// MR rows per group). forward_few (batch 1), shared by the threads: the packed columns of
+// one image (<= 4 MiB, cut into column tiles beyond), Kc x NR/2 floats of narrow columns,
+// and for OW <= 16 one padded image of one group (C/groups x Hp x Wp); no packed weights.
 //
 // Threading: (image or tile, group) items in an OpenMP loop when there are enough per
 // thread; else (batch 1) one item at a time with its columns (path 1) or its MR-row weight
-// panels (path 2) split over the threads.
+// panels (path 2, forward_few: the column packing split by panels first) split over the
+// threads.
 #include <omp.h>
 
 #include <algorithm>
@@ -310,27 +320,40 @@ DirectKernel direct_for(Isa isa) {
   return direct_kernel_generic();
 }
 
+// Strides > 1 (ResNet's 7x7 stem, downsampling 3x3s): each padded channel is split into
+// sh x sw phase planes, phase (a, b) holding padded rows a, a + sh, ... and columns b, b + sw,
+// ...; tap (i, j) of output (oh, ow) is then row oh + i*dh/sh, column ow + j*dw/sw of phase
+// (i*dh % sh, j*dw % sw): stride 1 again on planes of width Wq = OW + (kw-1)*dw/sw, and the
+// same micro-kernel reads NR consecutive outputs of a tap straight from xp. The implicit
+// im2col packed 49/4 times more floats per image at the 7x7 stride-2 stem (~40% of its time).
 struct DirectPlan {
   DirectKernel dk;
-  index_t hp, wp, plane, xp_size, flat;  // padded sizes, floats per padded channel, per image, outputs
-  std::vector<index_t> off;              // tap r -> offset in xp
+  index_t hp, wp, plane, chan, xp_size, flat;  // (phase) plane sizes and floats, floats per channel and
+                                               // per image, outputs on the padded width
+  std::vector<index_t> off;                    // tap r -> offset in xp
 };
 
 DirectPlan direct_plan(const Plan& pl) {
   const ConvParams& p = pl.p;
   DirectPlan d;
   d.dk = direct_for(active_isa());
-  d.hp = std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
-  d.wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  const bool phased = p.sh > 1 || p.sw > 1;
+  d.hp = phased ? p.oh + (p.kh - 1) * p.dh / p.sh : std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
+  d.wp = phased ? p.ow + (p.kw - 1) * p.dw / p.sw : std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
   d.plane = d.hp * d.wp;
+  d.chan = d.plane * p.sh * p.sw;
   d.flat = p.oh * d.wp;
   // Slack past the last channel: the discarded columns and the last partial panel read up to
   // one padded row plus one panel beyond it.
-  d.xp_size = pl.cg * d.plane + d.wp + 2 * d.dk.nr + (p.kw - 1) * p.dw;
+  d.xp_size = pl.cg * d.chan + d.wp + 2 * d.dk.nr + (p.kw - 1) * p.dw;
   d.off.resize(static_cast<size_t>(pl.kc));
   for (index_t c = 0, r = 0; c < pl.cg; ++c)
     for (index_t i = 0; i < p.kh; ++i)
-      for (index_t j = 0; j < p.kw; ++j) d.off[static_cast<size_t>(r++)] = c * d.plane + i * p.dh * d.wp + j * p.dw;
+      for (index_t j = 0; j < p.kw; ++j) {
+        const index_t ri = i * p.dh, rj = j * p.dw;
+        d.off[static_cast<size_t>(r++)] = c * d.chan + ((ri % p.sh) * p.sw + rj % p.sw) * d.plane +
+                                          ri / p.sh * d.wp + rj / p.sw;
+      }
   return d;
 }
 
@@ -338,10 +361,16 @@ DirectPlan direct_plan(const Plan& pl) {
 // discarded columns stay under 1/8 of the computed ones (56x56: 2 of 58; 14x14: 2 of 16, no).
 bool direct_eligible(const Plan& pl) {
   const ConvParams& p = pl.p;
-  if (p.sh != 1 || p.sw != 1 || p.kh * p.kw == 1) return false;
+  if (p.kh * p.kw == 1) return false;
+  // Strided: only where the implicit im2col would pack >= 4x more floats than the phase
+  // planes hold (7x7 stride 2: 12x; 8 images, 1 thread: 56 -> 76 GFLOP/s). At 3x3 stride 2
+  // (2.25x) the packing is cheap enough and the implicit path's multi-image tiles win
+  // (8x256x14x14 -> 512: 76 vs 63 GFLOP/s).
+  if ((p.sh > 1 || p.sw > 1) && p.kh * p.kw < 4 * p.sh * p.sw) return false;
   const DirectKernel dk = direct_for(active_isa());
   if (dk.mr != pl.uk.mr || dk.nr != pl.uk.nr) return false;
-  const index_t wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  const index_t wp = p.sh > 1 || p.sw > 1 ? p.ow + (p.kw - 1) * p.dw / p.sw
+                                          : std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
   return (wp - p.ow) * 8 <= wp;
 }
 
@@ -349,6 +378,32 @@ bool direct_eligible(const Plan& pl) {
 void pad_image(const Plan& pl, const DirectPlan& d, const float* x, index_t n, index_t g, index_t c0, index_t c1,
                float* xp) {
   const ConvParams& p = pl.p;
+  if (p.sh > 1 || p.sw > 1) {  // phase planes (see DirectPlan)
+    for (index_t c = c0; c < c1; ++c) {
+      const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
+      for (index_t a = 0; a < p.sh; ++a)
+        for (index_t b = 0; b < p.sw; ++b) {
+          float* dst = xp + c * d.chan + (a * p.sw + b) * d.plane;
+          // Columns v with iw = v*sw + b - pw inside [0, W).
+          const index_t vlo = std::min(d.wp, p.pw > b ? ceil_div(p.pw - b, p.sw) : 0);
+          const index_t vhi = std::max(vlo, std::min(d.wp, ceil_div(p.w + p.pw - b, p.sw)));
+          for (index_t u = 0; u < d.hp; ++u) {
+            float* row = dst + u * d.wp;
+            const index_t ih = u * p.sh + a - p.ph;
+            if (ih < 0 || ih >= p.h) {
+              std::fill(row, row + d.wp, 0.0f);
+              continue;
+            }
+            const float* srow = src + ih * p.w + b - p.pw;
+            std::fill(row, row + vlo, 0.0f);
+            for (index_t v = vlo; v < vhi; ++v) row[v] = srow[v * p.sw];
+            std::fill(row + vhi, row + d.wp, 0.0f);
+          }
+        }
+    }
+    if (c1 == pl.cg) std::fill(xp + pl.cg * d.chan, xp + d.xp_size, 0.0f);
+    return;
+  }
   for (index_t c = c0; c < c1; ++c) {
     float* dst = xp + c * d.plane;
     const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
@@ -646,9 +701,9 @@ void forward_few(const Plan& pl, const float* x, const float* w, const float* bi
   AlignedBuffer bt(pl.kc * (nr / 2));
   // Gather packing (pack_gather) for narrow outputs: the padded group image, its tap offsets
   // and the tile's column bases.
-  const bool gather = p.ow <= 16;
   const index_t hp = (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1, wp = (p.ow - 1) * p.sw + (p.kw - 1) * p.dw + 1;
   const index_t hpp = std::max(hp, p.h + p.ph), wpp = std::max(wp, p.w + p.pw), plane = hpp * wpp;
+  const bool gather = p.ow <= 16 && plane < (index_t{1} << 31);  // int32 column bases
   AlignedBuffer xp(gather ? pl.cg * plane : 0);
   std::vector<index_t> tapoff(gather ? static_cast<size_t>(pl.kc) : 0);
   std::vector<std::int32_t> base(gather ? static_cast<size_t>(round_up(len, nr)) : 0);
