@@ -158,6 +158,23 @@ def test_conv2d_threads_agree(rng):
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
 
 
+def test_conv2d_batch1_threads_agree(rng):
+    # Batch 1 splits the column packing and the weight rows over the threads (forward_few):
+    # 1, 2 and 3 threads (uneven splits of 4 column panels and 11 row panels) agree.
+    x, weight, b = _conv_inputs(rng, 1, 48, 7, 9, 64, 3, 3, 1, True)  # 3.5 MFLOP: 3 threads
+    old = fl.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            fl.set_num_threads(t)
+            outs.append(fl.conv2d(x, weight, b, 1, 1))
+    finally:
+        fl.set_num_threads(old)
+    for y in outs[1:]:
+        np.testing.assert_allclose(y, outs[0], rtol=1e-5, atol=1e-5)
+    assert_close(outs[0], R.conv2d(*f64(x, weight, b), 1, 1))
+
+
 # (N, C_in, H, W, C_out, R, S, stride, padding, output_padding, groups, dilation, bias)
 TRANSPOSE_CASES = [
     pytest.param(2, 4, 5, 4, 6, 3, 2, (2, 3), (1, 0), (1, 2), 2, 1, True, id="asym-groups2-outpad"),
