@@ -325,7 +325,8 @@ DirectKernel direct_for(Isa isa) {
 // ...; tap (i, j) of output (oh, ow) is then row oh + i*dh/sh, column ow + j*dw/sw of phase
 // (i*dh % sh, j*dw % sw): stride 1 again on planes of width Wq = OW + (kw-1)*dw/sw, and the
 // same micro-kernel reads NR consecutive outputs of a tap straight from xp. The implicit
-// im2col packed 49/4 times more floats per image at the 7x7 stride-2 stem (~40% of its time).
+// im2col packed 49/4 times more floats per image at the 7x7 stride-2 stem (see
+// direct_eligible for the measured gain and where it stops paying).
 struct DirectPlan {
   DirectKernel dk;
   index_t hp, wp, plane, chan, xp_size, flat;  // (phase) plane sizes and floats, floats per channel and
@@ -394,9 +395,9 @@ void pad_image(const Plan& pl, const DirectPlan& d, const float* x, index_t n, i
               std::fill(row, row + d.wp, 0.0f);
               continue;
             }
-            const float* srow = src + ih * p.w + b - p.pw;
+            const float* srow = src + ih * p.w;
             std::fill(row, row + vlo, 0.0f);
-            for (index_t v = vlo; v < vhi; ++v) row[v] = srow[v * p.sw];
+            for (index_t v = vlo; v < vhi; ++v) row[v] = srow[v * p.sw + b - p.pw];
             std::fill(row + vhi, row + d.wp, 0.0f);
           }
         }
