@@ -109,6 +109,36 @@ def test_conv2d_reference_backward_matches_numeric(rng):
     np.testing.assert_allclose(gb, numeric_grad(lambda v: np.sum(R.conv2d(x, weight, v, 2, 1) * g), b), atol=1e-6)
 
 
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_conv2d_every_available_isa(rng, isa):
+    """Each ISA's kernels in turn (set_isa clamps to what the CPU has), one shape per forward
+    path, with a bias and more than one K block of 256 taps: batch 1 (gathered and run-packed
+    columns, narrow last panel), the direct kernel (stride 1, phase planes), pointwise,
+    multi-image tiles, depthwise (flat and padded planes)."""
+    from fastlayers import _core
+
+    cases = [
+        (1, 40, 7, 7, 13, 3, 3, 1, 1, 1, 1),      # batch 1, gathered, 49 = 3*16 + 1 columns
+        (1, 36, 20, 21, 14, 3, 3, 1, 1, 1, 1),    # batch 1, direct
+        (1, 40, 30, 37, 9, 3, 3, 2, 1, 1, 1),     # batch 1, run-packed (OW = 19)
+        (2, 30, 12, 60, 10, 7, 7, 2, 3, 1, 1),    # phase planes
+        (2, 300, 5, 6, 20, 1, 1, 1, 0, 1, 1),     # pointwise
+        (9, 30, 5, 5, 12, 3, 3, 1, 1, 1, 1),      # multi-image tiles
+        (2, 6, 9, 11, 6, 3, 3, 1, 1, 1, 6),       # depthwise, flat
+        (2, 6, 9, 11, 6, 3, 3, 2, 1, 1, 6),       # depthwise, stride 2
+    ]
+    before = _core.cpu_isa()
+    try:
+        used = _core.set_isa(isa)
+        for n, c, h, w, k, kh, kw, stride, padding, dilation, groups in cases:
+            x, weight, b = _conv_inputs(rng, n, c, h, w, k, kh, kw, groups, True)
+            args = (stride, padding, dilation, groups)
+            name = f"isa {used}, x {x.shape}, weight {weight.shape}"
+            assert_close(fl.conv2d(x, weight, b, *args), R.conv2d(*f64(x, weight, b), *args), name=name)
+    finally:
+        _core.set_isa(before)
+
+
 def test_depthwise_flat_edges_do_not_leak_inf():
     # The flat depthwise path reads across row ends and masks the wrapped lanes: an Inf in
     # the column next to a row end must not reach the outputs of the other row (0 * Inf).

@@ -658,11 +658,14 @@ void compute_tile_inplace(const Plan& pl, const float* w, index_t g, const float
       const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
       const float* a = wg + ip * mr * pl.kc + pc;
       const TileEpilogue epi{bias ? bias + ip * mr : nullptr, nullptr, Activation::none};
-      const UkernelExFn fn = last && bias ? with_bias : plain;
+      const bool with_epi = last && bias;
+      const UkernelExFn fn = with_epi ? with_bias : plain;
       for (index_t jp = 0; jp < npanels; ++jp) {
         const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
+        // No epilogue pointer outside the last K block: the portable kernel applies any it
+        // is given, whatever the entry.
         fn(kcb, a, pl.kc, 1, block + jp * kcb * nr, nr, c + ip * mr * ldc + jp * nr, ldc, 1.0f, beta, m_valid,
-           n_valid, &epi);
+           n_valid, with_epi ? &epi : nullptr);
       }
       if (nj)
         dot(kcb, a, pl.kc, m_valid, bt + pc, pl.kc, nj, c + ip * mr * ldc + npanels * nr, ldc, beta,
