@@ -64,7 +64,7 @@ def cases(quick: bool, torch=None) -> list[Case]:
     out.append(_conv_case(rng, torch, 8, 3, 224, 64, 7, stride=2, padding=3, op="conv2d 7x7 stem"))
     for c, h, k in ([(256, 56, 64)] if quick else [(256, 56, 64), (64, 56, 256), (1024, 14, 256)]):
         out.append(_conv_case(rng, torch, 8, c, h, k, 1, padding=0, op="conv2d 1x1"))
-    for c, h, s in ([(128, 56, 1)] if quick else [(128, 56, 1), (256, 56, 2), (512, 14, 1)]):
+    for c, h, s in ([(128, 56, 1)] if quick else [(128, 56, 1), (256, 56, 2), (512, 14, 1), (1024, 7, 1)]):
         out.append(_conv_case(rng, torch, 8, c, h, c, 3, stride=s, groups=c, op="conv2d depthwise 3x3"))
     out.append(_conv_case(rng, torch, 8, 256, 28, 256, 3, groups=32, op="conv2d grouped 3x3"))
     for c, h in layers:

@@ -42,6 +42,26 @@ CONV_CASES = [
     pytest.param(3, 6, 21, 27, 10, 5, 5, 1, 2, 1, 2, True, id="direct-5x5-groups2"),
     pytest.param(2, 4, 19, 25, 5, 3, 4, 1, "same", (2, 1), 1, True, id="direct-same-even-dilated"),
     pytest.param(2, 5, 23, 24, 13, 3, 3, 1, (0, 2), 1, 1, False, id="direct-asym-padding"),
+    # Strides > 1 on wide maps: the direct kernel on phase planes (stem-like 7x7 stride 2,
+    # 5x5 stride 2 with dilation 3 (taps in both phases), different row and column strides).
+    pytest.param(2, 3, 40, 70, 10, 7, 7, 2, 3, 1, 1, True, id="direct-stride2-stem"),
+    pytest.param(1, 4, 12, 120, 6, 5, 5, 2, 2, 3, 2, True, id="direct-stride2-dilated-groups2"),
+    pytest.param(2, 5, 21, 40, 7, 3, 3, (2, 1), 1, 1, 1, False, id="direct-stride-2x1"),
+    # Batch 1 on small maps (forward_few: the image's columns packed by all threads, weights
+    # read in place): several K blocks of 256 taps (bias on the last), an M edge (13 = 2*6+1
+    # rows), 1 column past a 16-column panel (7x7), two groups, three images, and a column
+    # matrix over the 4 MiB pack budget (two column tiles).
+    pytest.param(1, 40, 7, 7, 13, 3, 3, 1, 1, 1, 1, True, id="few-kblocks-medge-7x7"),
+    pytest.param(1, 64, 14, 14, 32, 3, 3, 1, 1, 1, 2, True, id="few-groups2-14x14"),
+    pytest.param(3, 12, 6, 5, 7, 3, 3, 1, 1, 1, 1, True, id="few-three-images"),
+    pytest.param(1, 72, 90, 90, 8, 3, 3, 2, 1, 1, 1, True, id="few-two-column-tiles"),
+    # Depthwise, stride 1 with OW == W: the flat path (masked row ends), 3x3, 5x5 dilated,
+    # an even kernel with asymmetric "same" padding, 1-column images, a general 4x2 kernel.
+    pytest.param(2, 5, 14, 14, 5, 3, 3, 1, 1, 1, 5, True, id="depthwise-flat-14x14"),
+    pytest.param(1, 3, 9, 11, 3, 5, 5, 1, "same", 2, 3, False, id="depthwise-flat-5x5-dilated"),
+    pytest.param(2, 4, 6, 7, 8, 4, 4, 1, "same", 1, 4, True, id="depthwise-flat-even-same"),
+    pytest.param(1, 3, 9, 1, 3, 3, 3, 1, 1, 1, 3, True, id="depthwise-flat-1-column"),
+    pytest.param(1, 2, 5, 8, 4, 4, 3, 1, (1, 1), 1, 2, True, id="depthwise-flat-4x3-mult2"),
 ]
 
 
@@ -89,6 +109,48 @@ def test_conv2d_reference_backward_matches_numeric(rng):
     np.testing.assert_allclose(gb, numeric_grad(lambda v: np.sum(R.conv2d(x, weight, v, 2, 1) * g), b), atol=1e-6)
 
 
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_conv2d_every_available_isa(rng, isa):
+    """Each ISA's kernels in turn (set_isa clamps to what the CPU has), one shape per forward
+    path, with a bias and more than one K block of 256 taps: batch 1 (gathered and run-packed
+    columns, narrow last panel), the direct kernel (stride 1, phase planes), pointwise,
+    multi-image tiles, depthwise (flat and padded planes)."""
+    from fastlayers import _core
+
+    cases = [
+        (1, 40, 7, 7, 13, 3, 3, 1, 1, 1, 1),      # batch 1, gathered, 49 = 3*16 + 1 columns
+        (1, 36, 20, 21, 14, 3, 3, 1, 1, 1, 1),    # batch 1, direct
+        (1, 40, 30, 37, 9, 3, 3, 2, 1, 1, 1),     # batch 1, run-packed (OW = 19)
+        (2, 30, 12, 60, 10, 7, 7, 2, 3, 1, 1),    # phase planes
+        (2, 300, 5, 6, 20, 1, 1, 1, 0, 1, 1),     # pointwise
+        (9, 30, 5, 5, 12, 3, 3, 1, 1, 1, 1),      # multi-image tiles
+        (2, 6, 9, 11, 6, 3, 3, 1, 1, 1, 6),       # depthwise, flat
+        (2, 6, 9, 11, 6, 3, 3, 2, 1, 1, 6),       # depthwise, stride 2
+    ]
+    before = _core.cpu_isa()
+    try:
+        used = _core.set_isa(isa)
+        for n, c, h, w, k, kh, kw, stride, padding, dilation, groups in cases:
+            x, weight, b = _conv_inputs(rng, n, c, h, w, k, kh, kw, groups, True)
+            args = (stride, padding, dilation, groups)
+            name = f"isa {used}, x {x.shape}, weight {weight.shape}"
+            assert_close(fl.conv2d(x, weight, b, *args), R.conv2d(*f64(x, weight, b), *args), name=name)
+    finally:
+        _core.set_isa(before)
+
+
+def test_depthwise_flat_edges_do_not_leak_inf():
+    # The flat depthwise path reads across row ends and masks the wrapped lanes: an Inf in
+    # the column next to a row end must not reach the outputs of the other row (0 * Inf).
+    x = np.zeros((1, 2, 6, 9), np.float32)
+    x[:, :, :, 0] = np.inf
+    weight = np.ones((2, 1, 3, 3), np.float32)
+    y = fl.conv2d(x, weight, None, 1, 1, 1, 2)
+    want = R.conv2d(f64(x), f64(weight), None, 1, 1, 1, 2)
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(want))
+    assert np.isfinite(y[:, :, :, 2:]).all()
+
+
 def test_conv2d_noncontiguous(rng):
     x = randn(rng, 5, 7, 4, 2).transpose(3, 2, 0, 1)[:, :, ::2]  # (2, 4, 3, 7), strided view
     weight = randn(rng, 3, 3, 4, 5).transpose(3, 2, 1, 0)  # (5, 4, 3, 3)
@@ -124,6 +186,23 @@ def test_conv2d_threads_agree(rng):
         fl.set_num_threads(old)
     for a, c in zip(one, three):
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_batch1_threads_agree(rng):
+    # Batch 1 splits the column packing and the weight rows over the threads (forward_few):
+    # 1, 2 and 3 threads (uneven splits of 4 column panels and 11 row panels) agree.
+    x, weight, b = _conv_inputs(rng, 1, 48, 7, 9, 64, 3, 3, 1, True)  # 3.5 MFLOP: 3 threads
+    old = fl.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            fl.set_num_threads(t)
+            outs.append(fl.conv2d(x, weight, b, 1, 1))
+    finally:
+        fl.set_num_threads(old)
+    for y in outs[1:]:
+        np.testing.assert_allclose(y, outs[0], rtol=1e-5, atol=1e-5)
+    assert_close(outs[0], R.conv2d(*f64(x, weight, b), 1, 1))
 
 
 # (N, C_in, H, W, C_out, R, S, stride, padding, output_padding, groups, dilation, bias)

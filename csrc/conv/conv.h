@@ -32,7 +32,8 @@ void check_conv_params(const ConvParams& p);
 // y = conv(x, w) + bias[k] (bias may be null).
 void conv2d_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
 
-// Whether conv2d_forward takes the direct (stride 1, no im2col) kernel for these sizes.
+// Whether these sizes are eligible for the direct (no im2col) kernel; conv2d_forward still
+// takes the batch-1 GEMM path instead for a single image with OW <= 16.
 bool conv2d_forward_is_direct(const ConvParams& p);
 
 // gx = conv^T(gy, w) (+ bias[c] when bias is not null: the transposed convolution's bias).

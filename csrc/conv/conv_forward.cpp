@@ -16,6 +16,13 @@
 //   v2 implicit im2col into packed panels, per-ISA copies     66-70
 //   v3 direct kernel on the padded-width output grid          80-82
 //
+// Batch 1 on small maps (ResNet-18's 256x14x14 and 512x7x7 were 0.68x / 0.62x PyTorch on 2
+// threads): forward_few packs the image's whole column matrix on all threads (gathered from
+// a padded copy when OW <= 16), splits the weight rows over the threads and reads them in
+// place (no packed copy of |w|, 9.4 MB at 512x7x7), and takes a last panel of <= NR/2
+// columns as dot products (dot.h; 49 = 3 x 16 + 1). 1 thread, process CPU time, 512x7x7:
+// 0.75x -> 1.2x PyTorch.
+//
 // Tiles (path 2): runs of the flat (n, oh, ow) pixel axis, a slice of one image (large maps,
 // written straight into y with ldc = OH*OW) or several whole images (small maps: 8 x 49
 // columns per GEMM at 7x7 instead of 49, staged and scattered).
@@ -24,14 +31,18 @@
 // (C/groups x Hp x Wp floats) plus a Kg x 512 staging tile; path 2, the packed B of one tile,
 // Kc x round_up(cols, NR) floats with cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus
 // Kg x cols of staging for multi-image tiles. Shared: the packed weights (|w| rounded up to
-// MR rows per group).
+// MR rows per group). forward_few (batch 1), shared by the threads: the packed columns of
+// one image (<= 4 MiB, cut into column tiles beyond), Kc x NR/2 floats of narrow columns,
+// and for OW <= 16 one padded image of one group (C/groups x Hp x Wp); no packed weights.
 //
 // Threading: (image or tile, group) items in an OpenMP loop when there are enough per
 // thread; else (batch 1) one item at a time with its columns (path 1) or its MR-row weight
-// panels (path 2) split over the threads.
+// panels (path 2, forward_few: the column packing split by panels first) split over the
+// threads.
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -40,6 +51,7 @@
 #include "conv/conv.h"
 #include "conv/conv_pack.h"
 #include "conv/direct.h"
+#include "conv/dot.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "gemm/gemm.h"
@@ -179,12 +191,46 @@ void pack_b_tile(const Plan& pl, const float* x, index_t g, index_t q0, index_t 
   pl.pack(a);
 }
 
+DotPanelFn dot_for(Isa isa) {
+#if defined(FASTLAYERS_X86)
+  if (isa == Isa::avx512) return dot_avx512::dot_panel;
+  if (isa == Isa::avx2) return dot_avx2::dot_panel;
+#endif
+  return dot_generic::dot_panel;
+}
+
+// Columns of a tile's last panel taken by dot products (dot.h) rather than the micro-kernel,
+// where most of the panel would be padding (7x7: 1 of 16; 14x14: 4 of 16): up to NR/2 when
+// the weight rows are read in place anyway (forward_few), up to NR/4 next to packed weights,
+// where the dot products read the rows once more from L3 (8 of 16 columns at 8x512x7x7,
+// 1 thread: 0.93x -> 0.88x PyTorch).
+int narrow_columns(const Plan& pl, index_t cols, bool in_place) {
+  const index_t rem = cols % pl.uk.nr;
+  return rem && rem <= pl.uk.nr / (in_place ? 2 : 4) ? static_cast<int>(rem) : 0;
+}
+
+// bt (nj rows of kc) = the last nj columns of the tile, out of its packed last panel.
+void copy_narrow_columns(const Plan& pl, const float* b_pack, index_t cols, int nj, float* bt) {
+  const index_t nr = pl.uk.nr, cols_pad = round_up(cols, nr), jl = cols_pad / nr - 1;
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    const float* panel = b_pack + pc * cols_pad + jl * kcb * nr;
+    for (int j = 0; j < nj; ++j)
+      for (index_t q = 0; q < kcb; ++q) bt[j * pl.kc + pc + q] = panel[q * nr + j];
+  }
+}
+
 // C (+)= A panels [ip0, ip1) x all B panels of the tile; bias on the last K block.
-// C(i, t) = c[i * ldc + t].
-void compute_tile(const Plan& pl, const float* a_pack, index_t g, const float* b_pack, index_t cols, index_t ip0,
-                  index_t ip1, float* c, index_t ldc, const float* bias) {
+// C(i, t) = c[i * ldc + t]. With nj > 0 the last panel's nj columns are dot products of bt
+// with the weight rows read in place from w (dot.h): 7x7 tiles of 2 images are 98 columns,
+// 6 full panels and 2 columns instead of a 7th panel (12% of the FMAs).
+void compute_tile(const Plan& pl, const float* a_pack, const float* w, index_t g, const float* b_pack,
+                  const float* bt, int nj, index_t cols, index_t ip0, index_t ip1, float* c, index_t ldc,
+                  const float* bias) {
   const int mr = pl.uk.mr, nr = pl.uk.nr;
-  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr;
+  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr - (nj ? 1 : 0);
+  const DotPanelFn dot = dot_for(active_isa());
+  const float* wg = w + g * pl.kg * pl.kc;
   const index_t mc_panels = std::max<index_t>(1, pl.uk.mc / mr);
   for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
     const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
@@ -203,6 +249,12 @@ void compute_tile(const Plan& pl, const float* a_pack, index_t g, const float* b
           if (last && bias) apply_epilogue(ct, ldc, m_valid, n_valid, bias + ip * mr, nullptr, Activation::none);
         }
       }
+      if (nj)
+        for (index_t ip = ic; ip < ic_end; ++ip) {
+          const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
+          dot(kcb, wg + ip * mr * pl.kc + pc, pl.kc, m_valid, bt + pc, pl.kc, nj, c + ip * mr * ldc + npanels * nr,
+              ldc, beta, last && bias ? bias + ip * mr : nullptr);
+        }
     }
   }
 }
@@ -229,17 +281,24 @@ std::vector<TileSpec> make_tiles(const Plan& pl, index_t max_cols) {
 
 // Run one tile of group g into y: straight into y when it lies in one image, else through
 // the staging buffer.
-void run_tile(const Plan& pl, const float* x, const float* a_pack, const float* bias, float* y, index_t g,
-              const TileSpec& t, float* b_pack, float* stage, index_t ip0, index_t ip1, std::vector<Segment>* segs) {
+// bt: the tile's narrow columns (copied here when this call packs, i.e. segs is given).
+void run_tile(const Plan& pl, const float* x, const float* a_pack, const float* w, const float* bias, float* y,
+              index_t g, const TileSpec& t, float* b_pack, float* bt, float* stage, index_t ip0, index_t ip1,
+              std::vector<Segment>* segs) {
   const ConvParams& p = pl.p;
-  if (segs) pack_b_tile(pl, x, g, t.q0, t.cols, *segs, b_pack);
+  const int nj = narrow_columns(pl, t.cols, false);
+  if (segs) {
+    pack_b_tile(pl, x, g, t.q0, t.cols, *segs, b_pack);
+    if (nj) copy_narrow_columns(pl, b_pack, t.cols, nj, bt);
+  }
   const float* gb = bias ? bias + g * pl.kg : nullptr;
   const index_t img = t.q0 / pl.ohw, pix = t.q0 % pl.ohw;
   if (pix + t.cols <= pl.ohw) {
-    compute_tile(pl, a_pack, g, b_pack, t.cols, ip0, ip1, y + (img * p.k + g * pl.kg) * pl.ohw + pix, pl.ohw, gb);
+    compute_tile(pl, a_pack, w, g, b_pack, bt, nj, t.cols, ip0, ip1, y + (img * p.k + g * pl.kg) * pl.ohw + pix,
+                 pl.ohw, gb);
     return;
   }
-  compute_tile(pl, a_pack, g, b_pack, t.cols, ip0, ip1, stage, t.cols, gb);
+  compute_tile(pl, a_pack, w, g, b_pack, bt, nj, t.cols, ip0, ip1, stage, t.cols, gb);
 }
 
 // Copy rows [r0, r1) of a staged multi-image tile into y.
@@ -261,27 +320,41 @@ DirectKernel direct_for(Isa isa) {
   return direct_kernel_generic();
 }
 
+// Strides > 1 (ResNet's 7x7 stem, downsampling 3x3s): each padded channel is split into
+// sh x sw phase planes, phase (a, b) holding padded rows a, a + sh, ... and columns b, b + sw,
+// ...; tap (i, j) of output (oh, ow) is then row oh + i*dh/sh, column ow + j*dw/sw of phase
+// (i*dh % sh, j*dw % sw): stride 1 again on planes of width Wq = OW + (kw-1)*dw/sw, and the
+// same micro-kernel reads NR consecutive outputs of a tap straight from xp. The implicit
+// im2col packed 49/4 times more floats per image at the 7x7 stride-2 stem (see
+// direct_eligible for the measured gain and where it stops paying).
 struct DirectPlan {
   DirectKernel dk;
-  index_t hp, wp, plane, xp_size, flat;  // padded sizes, floats per padded channel, per image, outputs
-  std::vector<index_t> off;              // tap r -> offset in xp
+  index_t hp, wp, plane, chan, xp_size, flat;  // (phase) plane sizes and floats, floats per channel and
+                                               // per image, outputs on the padded width
+  std::vector<index_t> off;                    // tap r -> offset in xp
 };
 
 DirectPlan direct_plan(const Plan& pl) {
   const ConvParams& p = pl.p;
   DirectPlan d;
   d.dk = direct_for(active_isa());
-  d.hp = std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
-  d.wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  const bool phased = p.sh > 1 || p.sw > 1;
+  d.hp = phased ? p.oh + (p.kh - 1) * p.dh / p.sh : std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
+  d.wp = phased ? p.ow + (p.kw - 1) * p.dw / p.sw : std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
   d.plane = d.hp * d.wp;
+  d.chan = d.plane * p.sh * p.sw;
   d.flat = p.oh * d.wp;
   // Slack past the last channel: the discarded columns and the last partial panel read up to
   // one padded row plus one panel beyond it.
-  d.xp_size = pl.cg * d.plane + d.wp + 2 * d.dk.nr + (p.kw - 1) * p.dw;
+  d.xp_size = pl.cg * d.chan + d.wp + 2 * d.dk.nr + (p.kw - 1) * p.dw;
   d.off.resize(static_cast<size_t>(pl.kc));
   for (index_t c = 0, r = 0; c < pl.cg; ++c)
     for (index_t i = 0; i < p.kh; ++i)
-      for (index_t j = 0; j < p.kw; ++j) d.off[static_cast<size_t>(r++)] = c * d.plane + i * p.dh * d.wp + j * p.dw;
+      for (index_t j = 0; j < p.kw; ++j) {
+        const index_t ri = i * p.dh, rj = j * p.dw;
+        d.off[static_cast<size_t>(r++)] = c * d.chan + ((ri % p.sh) * p.sw + rj % p.sw) * d.plane +
+                                          ri / p.sh * d.wp + rj / p.sw;
+      }
   return d;
 }
 
@@ -289,10 +362,16 @@ DirectPlan direct_plan(const Plan& pl) {
 // discarded columns stay under 1/8 of the computed ones (56x56: 2 of 58; 14x14: 2 of 16, no).
 bool direct_eligible(const Plan& pl) {
   const ConvParams& p = pl.p;
-  if (p.sh != 1 || p.sw != 1 || p.kh * p.kw == 1) return false;
+  if (p.kh * p.kw == 1) return false;
+  // Strided: only where the implicit im2col would pack >= 4x more floats than the phase
+  // planes hold (7x7 stride 2: 12x; 8 images, 1 thread: 56 -> 76 GFLOP/s). At 3x3 stride 2
+  // (2.25x) the packing is cheap enough and the implicit path's multi-image tiles win
+  // (8x256x14x14 -> 512: 76 vs 63 GFLOP/s).
+  if ((p.sh > 1 || p.sw > 1) && p.kh * p.kw < 4 * p.sh * p.sw) return false;
   const DirectKernel dk = direct_for(active_isa());
   if (dk.mr != pl.uk.mr || dk.nr != pl.uk.nr) return false;
-  const index_t wp = std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
+  const index_t wp = p.sh > 1 || p.sw > 1 ? p.ow + (p.kw - 1) * p.dw / p.sw
+                                          : std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
   return (wp - p.ow) * 8 <= wp;
 }
 
@@ -300,6 +379,32 @@ bool direct_eligible(const Plan& pl) {
 void pad_image(const Plan& pl, const DirectPlan& d, const float* x, index_t n, index_t g, index_t c0, index_t c1,
                float* xp) {
   const ConvParams& p = pl.p;
+  if (p.sh > 1 || p.sw > 1) {  // phase planes (see DirectPlan)
+    for (index_t c = c0; c < c1; ++c) {
+      const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
+      for (index_t a = 0; a < p.sh; ++a)
+        for (index_t b = 0; b < p.sw; ++b) {
+          float* dst = xp + c * d.chan + (a * p.sw + b) * d.plane;
+          // Columns v with iw = v*sw + b - pw inside [0, W).
+          const index_t vlo = std::min(d.wp, p.pw > b ? ceil_div(p.pw - b, p.sw) : 0);
+          const index_t vhi = std::max(vlo, std::min(d.wp, ceil_div(p.w + p.pw - b, p.sw)));
+          for (index_t u = 0; u < d.hp; ++u) {
+            float* row = dst + u * d.wp;
+            const index_t ih = u * p.sh + a - p.ph;
+            if (ih < 0 || ih >= p.h) {
+              std::fill(row, row + d.wp, 0.0f);
+              continue;
+            }
+            const float* srow = src + ih * p.w;
+            std::fill(row, row + vlo, 0.0f);
+            for (index_t v = vlo; v < vhi; ++v) row[v] = srow[v * p.sw + b - p.pw];
+            std::fill(row + vhi, row + d.wp, 0.0f);
+          }
+        }
+    }
+    if (c1 == pl.cg) std::fill(xp + pl.cg * d.chan, xp + d.xp_size, 0.0f);
+    return;
+  }
   for (index_t c = c0; c < c1; ++c) {
     float* dst = xp + c * d.plane;
     const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
@@ -361,8 +466,7 @@ void forward_direct(const Plan& pl, const float* x, const float* w, const float*
   // input rows they touch stays in L1/L2), a multiple of NR.
   const index_t pairs = p.n * p.groups;
   const bool outer = nt > 1 && pairs >= nt;
-  const index_t want = outer ? kMaxCols : std::min(kMaxCols, std::max<index_t>(128, ceil_div(d.flat, 4 * nt)));
-  const index_t tile = std::max<index_t>(nr, want / nr * nr);
+  const index_t tile = std::max<index_t>(nr, kMaxCols / nr * nr);
   const index_t ntiles = ceil_div(d.flat, tile);
   const index_t npanels = pl.mpad / pl.uk.mr;
   const int T = outer || nt > 1 ? nt : 1;
@@ -400,10 +504,16 @@ void forward_direct(const Plan& pl, const float* x, const float* w, const float*
       if (n == 0) pack_a_panels(pl, w, g, npanels * tid / Tn, npanels * (tid + 1) / Tn, a_pack.get());
       pad_image(pl, d, x, n, g, pl.cg * tid / Tn, pl.cg * (tid + 1) / Tn, xp.get());
 #pragma omp barrier
-#pragma omp for schedule(dynamic, 1)
-      for (index_t ti = 0; ti < ntiles; ++ti) {
-        const index_t f0 = ti * tile;
-        direct_tile(pl, d, xp.get(), a_pack.get(), bias, y, n, g, f0, std::min(tile, d.flat - f0), stage[tid].get());
+      // Each thread an equal share of the NR-column panels (+-1), in chunks of <= tile: a
+      // shared list of fixed tiles left 128x28x28 with 7 tiles of 128 on 2 threads (456 vs
+      // 384 columns).
+      const index_t npf = ceil_div(d.flat, nr);
+      const index_t q0 = npf * tid / Tn, q1 = npf * (tid + 1) / Tn;
+      const index_t nchunks = ceil_div(q1 - q0, tile / nr);
+      for (index_t ch = 0; ch < nchunks; ++ch) {
+        const index_t c0 = q0 + (q1 - q0) * ch / nchunks, c1 = q0 + (q1 - q0) * (ch + 1) / nchunks;
+        const index_t f0 = c0 * nr, f1 = std::min(d.flat, c1 * nr);
+        if (f0 < f1) direct_tile(pl, d, xp.get(), a_pack.get(), bias, y, n, g, f0, f1 - f0, stage[tid].get());
       }
     }
   }
@@ -518,6 +628,152 @@ void forward_pointwise(const Plan& pl, const float* x, const float* w, const flo
   }
 }
 
+// ---- few items (batch 1): one packed B per image, weights read in place ----------------
+//
+// With fewer (image, tile, group) items than 2 per thread, the batch-8 scheme (each thread
+// its own tiles, the weights packed once and shared) has nothing to share out. Here one
+// image's whole column matrix (Kc x OH*OW, 1.8 MB at 256x14x14) is packed by both threads
+// together (each a range of NR-column panels), then each thread computes a range of MR-row
+// weight panels over all of it. The weights are not packed: the micro-kernel reads its
+// MR rows in place (stride Kc), each MR x kc block once from memory and then from L1 for
+// every column panel. Packing them cost a read and a write of |w| per call (9.4 MB at
+// 512x7x7) and, before this path, the column packing ran on one thread.
+//
+// Loop order per K block: weight panel (L1) -> column panels (the K block of packed B,
+// kc x cols, 213 KB at 14x14, stays in L2).
+void compute_tile_inplace(const Plan& pl, const float* w, index_t g, const float* b_pack, const float* bt, int nj,
+                          index_t cols, index_t ip0, index_t ip1, float* c, index_t ldc, const float* bias) {
+  const int mr = pl.uk.mr, nr = pl.uk.nr;
+  const index_t cols_pad = round_up(cols, nr), npanels = cols_pad / nr - (nj ? 1 : 0);
+  const DotPanelFn dot = dot_for(active_isa());
+  const float* wg = w + g * pl.kg * pl.kc;
+  const UkernelExFn plain = pl.uk.fn_ex_strided[0];
+  const UkernelExFn with_bias = pl.uk.fn_ex_strided[1 + static_cast<int>(Activation::none)];
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    const float beta = pc == 0 ? 0.0f : 1.0f;
+    const bool last = pc + kcb == pl.kc;
+    const float* block = b_pack + pc * cols_pad;
+    for (index_t ip = ip0; ip < ip1; ++ip) {
+      const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
+      const float* a = wg + ip * mr * pl.kc + pc;
+      const TileEpilogue epi{bias ? bias + ip * mr : nullptr, nullptr, Activation::none};
+      const bool with_epi = last && bias;
+      const UkernelExFn fn = with_epi ? with_bias : plain;
+      for (index_t jp = 0; jp < npanels; ++jp) {
+        const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
+        // No epilogue pointer outside the last K block: the portable kernel applies any it
+        // is given, whatever the entry.
+        fn(kcb, a, pl.kc, 1, block + jp * kcb * nr, nr, c + ip * mr * ldc + jp * nr, ldc, 1.0f, beta, m_valid,
+           n_valid, with_epi ? &epi : nullptr);
+      }
+      if (nj)
+        dot(kcb, a, pl.kc, m_valid, bt + pc, pl.kc, nj, c + ip * mr * ldc + npanels * nr, ldc, beta,
+            last ? epi.row_bias : nullptr);
+    }
+  }
+}
+
+// Gather packing for narrow outputs (OW <= 16): B(r = (c, i, j), t) = xp[tapoff[r] + base[t]]
+// on a zero-padded copy xp of the image (one group), base[t] = oh*sh*Wp + ow*sw, tapoff[r] =
+// c*Hp*Wp + i*dh*Wp + j*dw: no bounds tests and no per-run bookkeeping. The run-based
+// packing (conv_pack_impl.h) pays ~20 cycles per run of <= 7 pixels at 7x7 (10 runs per tap
+// row, two thirds of them clipped by the padding): 62% of a 512x7x7 call's profile at 6
+// output channels. Panels [jp0, jp1) of the tile, zero columns past cols.
+void pack_gather(const Plan& pl, const float* xp, const index_t* tapoff, const std::int32_t* base, index_t cols,
+                 index_t jp0, index_t jp1, float* b_pack) {
+  const index_t nr = pl.uk.nr, cols_pad = round_up(cols, nr);
+  for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
+    const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
+    float* block = b_pack + pc * cols_pad;
+    for (index_t r = pc; r < pc + kcb; ++r) {
+      const float* src = xp + tapoff[r];
+      for (index_t jp = jp0; jp < jp1; ++jp) {
+        float* d = block + jp * kcb * nr + (r - pc) * nr;
+        const std::int32_t* bs = base + jp * nr;
+        const index_t n = std::min(nr, cols - jp * nr);
+        for (index_t e = 0; e < n; ++e) d[e] = src[bs[e]];
+        for (index_t e = n; e < nr; ++e) d[e] = 0.0f;
+      }
+    }
+  }
+}
+
+void forward_few(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int nt) {
+  const ConvParams& p = pl.p;
+  const index_t nr = pl.uk.nr, npanels = pl.mpad / pl.uk.mr;
+  // Tiles: one image's columns, cut only where the packed B would pass the budget (4 MiB).
+  const index_t budget_cols = std::max<index_t>(nr, kPackBudget / pl.kc / nr * nr);
+  const index_t parts = ceil_div(pl.ohw, budget_cols);
+  const index_t len = round_up(ceil_div(pl.ohw, parts), nr);
+  AlignedBuffer b_pack(pl.kc * std::min(len, round_up(pl.ohw, nr)));
+  AlignedBuffer bt(pl.kc * (nr / 2));
+  // Gather packing (pack_gather) for narrow outputs: the padded group image, its tap offsets
+  // and the tile's column bases.
+  const index_t hp = (p.oh - 1) * p.sh + (p.kh - 1) * p.dh + 1, wp = (p.ow - 1) * p.sw + (p.kw - 1) * p.dw + 1;
+  const index_t hpp = std::max(hp, p.h + p.ph), wpp = std::max(wp, p.w + p.pw), plane = hpp * wpp;
+  const bool gather = p.ow <= 16 && plane < (index_t{1} << 31);  // int32 column bases
+  AlignedBuffer xp(gather ? pl.cg * plane : 0);
+  std::vector<index_t> tapoff(gather ? static_cast<size_t>(pl.kc) : 0);
+  std::vector<std::int32_t> base(gather ? static_cast<size_t>(round_up(len, nr)) : 0);
+  if (gather)
+    for (index_t c = 0, r = 0; c < pl.cg; ++c)
+      for (index_t i = 0; i < p.kh; ++i)
+        for (index_t j = 0; j < p.kw; ++j) tapoff[static_cast<size_t>(r++)] = c * plane + i * p.dh * wpp + j * p.dw;
+  std::vector<Segment> segs;
+  for (index_t it = 0; it < p.n * p.groups; ++it) {
+    const index_t img = it / p.groups, g = it % p.groups;
+    const float* gb = bias ? bias + g * pl.kg : nullptr;
+    for (index_t s = 0; s < pl.ohw; s += len) {
+      const index_t cols = std::min(len, pl.ohw - s), ncp = ceil_div(cols, nr);
+      const int nj = narrow_columns(pl, cols, true);
+      if (gather) {
+        for (index_t t = 0; t < cols; ++t)
+          base[static_cast<size_t>(t)] =
+              static_cast<std::int32_t>((s + t) / p.ow * p.sh * wpp + (s + t) % p.ow * p.sw);
+      } else {
+        tile_segments(pl, img * pl.ohw + s, cols, segs);
+      }
+      float* c = y + (img * p.k + g * pl.kg) * pl.ohw + s;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+      {
+        const index_t T = omp_get_num_threads(), tid = omp_get_thread_num();
+        // This thread packs column panels [jp0, jp1).
+        const index_t jp0 = ncp * tid / T, jp1 = ncp * (tid + 1) / T;
+        if (gather) {
+          if (s == 0) {  // the padded image: channels split over the threads
+            const index_t c0 = pl.cg * tid / T, c1 = pl.cg * (tid + 1) / T;
+            for (index_t ch = c0; ch < c1; ++ch) {
+              float* dst = xp.get() + ch * plane;
+              const float* src = x + (img * p.c + g * pl.cg + ch) * pl.hw;
+              std::fill(dst, dst + plane, 0.0f);
+              for (index_t ih = 0; ih < p.h && ih + p.ph < hpp; ++ih)
+                std::memcpy(dst + (ih + p.ph) * wpp + p.pw, src + ih * p.w,
+                            sizeof(float) * std::max<index_t>(0, std::min(p.w, wpp - p.pw)));
+            }
+          }
+#pragma omp barrier
+          pack_gather(pl, xp.get(), tapoff.data(), base.data(), cols, jp0, jp1, b_pack.get());
+        } else {
+          // Segments are in panel order.
+          const auto by_panel = [](const Segment& sg, index_t jp) { return sg.jp < jp; };
+          const index_t s0 = std::lower_bound(segs.begin(), segs.end(), jp0, by_panel) - segs.begin();
+          const index_t s1 = std::lower_bound(segs.begin(), segs.end(), jp1, by_panel) - segs.begin();
+          if (s0 < s1) {
+            PackArgs a{&p, x, g, pl.cg, pl.hw, pl.kc, pl.kc_block, nr, cols, segs.data() + s0, s1 - s0, b_pack.get()};
+            a.pad_tail = tid == T - 1;
+            pl.pack(a);
+          }
+        }
+        if (nj && tid == T - 1) copy_narrow_columns(pl, b_pack.get(), cols, nj, bt.get());
+#pragma omp barrier
+        const index_t ip0 = npanels * tid / T, ip1 = npanels * (tid + 1) / T;
+        if (ip0 < ip1) compute_tile_inplace(pl, w, g, b_pack.get(), bt.get(), nj, cols, ip0, ip1, c, pl.ohw, gb);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool conv2d_forward_is_direct(const ConvParams& p) {
@@ -531,7 +787,12 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   if (p.groups > 1 && p.groups == p.c) return depthwise::forward(p, x, w, bias, y);
   const Plan pl(p);
   const int nt = threads_for(2 * p.n * p.k * pl.ohw * pl.kc, index_t{1} << 20);
-  if (direct_eligible(pl)) return forward_direct(pl, x, w, bias, y, nt);
+  // Narrow maps with too few images to give each thread two (batch 1 at 14x14 and below):
+  // forward_few, whose threads split the weight rows instead of the 224 padded-width columns
+  // (2 tiles of 128 and 96 on 2 threads), and no discarded columns (1 thread, 1x256x14x14:
+  // 9% less time; at 28x28 the direct kernel stays 7% ahead).
+  const bool narrow_few = p.ow <= 16 && p.n * p.groups < 2 * static_cast<index_t>(nt);
+  if (!narrow_few && direct_eligible(pl)) return forward_direct(pl, x, w, bias, y, nt);
   if (pointwise_eligible(pl)) return forward_pointwise(pl, x, w, bias, y, nt);
   const index_t budget_cols = std::max<index_t>(pl.uk.nr, kPackBudget / pl.kc / pl.uk.nr * pl.uk.nr);
   // ~4 items per thread to balance, but not below 128 columns (narrower tiles re-read the
@@ -545,14 +806,17 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   const index_t b_size = pl.kc * round_up(widest, pl.uk.nr);
   const index_t stage_size = widest > pl.ohw ? pl.mpad * widest : 0;  // multi-image tiles only
   const index_t npanels = pl.mpad / pl.uk.mr;
+  // Fewer items than 2 per thread (batch 1 on 2 threads), or one image on one thread.
+  if (nt > 1 ? items < 2 * nt : p.n * p.groups == 1) return forward_few(pl, x, w, bias, y, nt);
   AlignedBuffer a_pack(pl.a_group * p.groups);
 
   if (nt > 1 && items >= 2 * nt) {
-    std::vector<AlignedBuffer> b_pack, stage;
+    std::vector<AlignedBuffer> b_pack, bt, stage;
     std::vector<std::vector<Segment>> segs(nt);
     for (int t = 0; t < nt; ++t) {
       segs[t].reserve(static_cast<size_t>(2 * widest + 2));
       b_pack.emplace_back(b_size);
+      bt.emplace_back(pl.kc * (pl.uk.nr / 2));
       stage.emplace_back(stage_size);
     }
 #pragma omp parallel num_threads(nt)
@@ -566,20 +830,22 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
       for (index_t it = 0; it < items; ++it) {
         const index_t g = it / ntiles;
         const TileSpec& t = tiles[it % ntiles];
-        run_tile(pl, x, a_pack.get(), bias, y, g, t, b_pack[tid].get(), stage[tid].get(), 0, npanels, &my_segs);
+        run_tile(pl, x, a_pack.get(), w, bias, y, g, t, b_pack[tid].get(), bt[tid].get(), stage[tid].get(), 0, npanels,
+                 &my_segs);
         if (t.q0 % pl.ohw + t.cols > pl.ohw) scatter_stage(pl, stage[tid].get(), g, t, 0, pl.kg, y);
       }
     }
     return;
   }
 
-  // Few items: one tile at a time, weight panels split over the threads.
-  AlignedBuffer b_pack(b_size), stage(stage_size);
+  // Single thread, several images: one tile at a time (multi-image tiles at small maps).
+  AlignedBuffer b_pack(b_size), bt(pl.kc * (pl.uk.nr / 2)), stage(stage_size);
   std::vector<Segment> segs;
   for (index_t it = 0; it < items; ++it) {
     const index_t g = it / ntiles;
     const TileSpec& t = tiles[it % ntiles];
     pack_b_tile(pl, x, g, t.q0, t.cols, segs, b_pack.get());
+    if (const int nj = narrow_columns(pl, t.cols, false)) copy_narrow_columns(pl, b_pack.get(), t.cols, nj, bt.get());
     const bool staged = t.q0 % pl.ohw + t.cols > pl.ohw;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -587,7 +853,7 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
       const index_t ip0 = npanels * tid / T, ip1 = npanels * (tid + 1) / T;
       if (ip0 < ip1) {
         if (it % ntiles == 0) pack_a_panels(pl, w, g, ip0, ip1, a_pack.get());  // group g's first tile
-        run_tile(pl, x, a_pack.get(), bias, y, g, t, b_pack.get(), stage.get(), ip0, ip1, nullptr);
+        run_tile(pl, x, a_pack.get(), w, bias, y, g, t, b_pack.get(), bt.get(), stage.get(), ip0, ip1, nullptr);
         if (staged) scatter_stage(pl, stage.get(), g, t, ip0 * pl.uk.mr, std::min(pl.kg, ip1 * pl.uk.mr), y);
       }
     }

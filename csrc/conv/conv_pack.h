@@ -21,6 +21,9 @@ struct PackArgs {
   const PackSegment* segs;
   index_t nsegs;
   float* b_pack;  // block pc at pc * round_up(cols, nr), panel jp at jp * kcb * nr
+  // Zero the columns [cols, round_up(cols, nr)) of the last panel: set only by the caller
+  // that owns the last panel when several threads pack disjoint segment ranges of a tile.
+  bool pad_tail = true;
 };
 
 namespace pack_generic {

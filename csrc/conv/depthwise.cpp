@@ -20,6 +20,8 @@ namespace fl {
   void dw_forward_plane(const ConvParams& p, const float* xin, const float* wk, float bias, float* yo); \
   void dw_forward_plane_padded(const ConvParams& p, index_t hp, index_t wp, const float* xin, const float* wk,   \
                                float bias, float* yo, float* xp, float* flat);                                 \
+  void dw_forward_plane_flat(const ConvParams& p, const float* xin, const float* wk, float bias, float* yo,         \
+                             float* xb, index_t lead, const int* masks, index_t n_pad);                          \
   void dw_backward_data_plane(const ConvParams& p, const float* gy, const float* w, index_t mult,      \
                               float bias, float* gx);                                                  \
   void dw_backward_weight_plane(const ConvParams& p, const float* gy, const float* x, double* acc);    \
@@ -37,6 +39,7 @@ namespace {
 struct DwKernels {
   decltype(&dw_generic::dw_forward_plane) forward;
   decltype(&dw_generic::dw_forward_plane_padded) forward_padded;
+  decltype(&dw_generic::dw_forward_plane_flat) forward_flat;
   decltype(&dw_generic::dw_backward_data_plane) backward_data;
   decltype(&dw_generic::dw_backward_weight_plane) backward_weight;
   decltype(&dw_generic::dw_backward_weight_plane_padded) backward_weight_padded;
@@ -46,15 +49,15 @@ DwKernels kernels() {
 #if defined(FASTLAYERS_X86)
   switch (active_isa()) {
     case Isa::avx512:
-      return {dw_avx512::dw_forward_plane, dw_avx512::dw_forward_plane_padded, dw_avx512::dw_backward_data_plane, dw_avx512::dw_backward_weight_plane,
+      return {dw_avx512::dw_forward_plane, dw_avx512::dw_forward_plane_padded, dw_avx512::dw_forward_plane_flat, dw_avx512::dw_backward_data_plane, dw_avx512::dw_backward_weight_plane,
               dw_avx512::dw_backward_weight_plane_padded};
     case Isa::avx2:
-      return {dw_avx2::dw_forward_plane, dw_avx2::dw_forward_plane_padded, dw_avx2::dw_backward_data_plane, dw_avx2::dw_backward_weight_plane,
+      return {dw_avx2::dw_forward_plane, dw_avx2::dw_forward_plane_padded, dw_avx2::dw_forward_plane_flat, dw_avx2::dw_backward_data_plane, dw_avx2::dw_backward_weight_plane,
               dw_avx2::dw_backward_weight_plane_padded};
     default: break;
   }
 #endif
-  return {dw_generic::dw_forward_plane, dw_generic::dw_forward_plane_padded, dw_generic::dw_backward_data_plane, dw_generic::dw_backward_weight_plane,
+  return {dw_generic::dw_forward_plane, dw_generic::dw_forward_plane_padded, dw_generic::dw_forward_plane_flat, dw_generic::dw_backward_data_plane, dw_generic::dw_backward_weight_plane,
               dw_generic::dw_backward_weight_plane_padded};
 }
 
@@ -66,6 +69,31 @@ void forward(const ConvParams& p, const float* x, const float* w, const float* b
   const DwKernels kern = kernels();
   const index_t mult = p.k / p.c, hw = p.h * p.w, ohw = p.oh * p.ow, taps = p.kh * p.kw;
   const index_t grain = std::max<index_t>(1, (index_t{1} << 16) / std::max<index_t>(1, ohw * taps));
+  if (p.sh == 1 && p.sw == 1 && p.ow == p.w && taps <= 64) {
+    // Flat path (depthwise_impl.h, dw_flat_plane): one copy of the plane into zeros, masks
+    // per kernel column shared by all planes.
+    const index_t lead = p.ph * p.w + p.pw;
+    const index_t max_off = ((p.kh - 1) * p.dh - p.ph) * p.w + (p.kw - 1) * p.dw - p.pw;
+    const index_t n_pad = (ohw + 7) / 8 * 8;
+    const index_t each = lead + std::max(hw, n_pad + std::max<index_t>(max_off, 0)) + 8;
+    std::vector<int> masks(static_cast<size_t>(p.kw * n_pad));
+    for (index_t j = 0; j < p.kw; ++j)
+      for (index_t f = 0; f < n_pad; ++f) {
+        const index_t iw = f % p.w + j * p.dw - p.pw;
+        masks[static_cast<size_t>(j * n_pad + f)] = iw >= 0 && iw < p.w ? -1 : 0;
+      }
+    const int nt = num_threads();
+    std::vector<float> scratch(static_cast<size_t>(each * nt), 0.0f);  // zeros stay zero
+    parallel_for(p.n * p.k, grain, [&](index_t b, index_t e) {
+      float* xb = scratch.data() + std::min(omp_get_thread_num(), nt - 1) * each;
+      for (index_t plane = b; plane < e; ++plane) {
+        const index_t n = plane / p.k, k = plane % p.k, c = k / mult;
+        kern.forward_flat(p, x + (n * p.c + c) * hw, w + k * taps, bias ? bias[k] : 0.0f, y + plane * ohw, xb, lead,
+                          masks.data(), n_pad);
+      }
+    });
+    return;
+  }
   if (p.sh == 1 && p.sw == 1 && taps <= 64) {
     // Padded-plane path (depthwise_impl.h): per-thread scratch sized before the region.
     const index_t hp = std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);

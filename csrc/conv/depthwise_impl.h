@@ -175,6 +175,60 @@ void dw_forward_plane_padded(const ConvParams& p, index_t hp, index_t wp, const 
   for (index_t oh = 0; oh < p.oh; ++oh) __builtin_memcpy(yo + oh * p.ow, flat + oh * wp, sizeof(float) * p.ow);
 }
 
+// Stride 1 with OW == W (the "same" convolutions of MobileNets): input and output share the
+// flat numbering f = oh*W + ow, so tap (i, j) of output f is x[f + (i*dh - ph)*W + j*dw - pw]
+// whenever its column lies inside [0, W): 8 outputs per vector load across row ends, no
+// discarded columns. The kh taps of column j are summed, then lanes whose column falls
+// outside the row are cleared with a bitwise mask (so a wrapped Inf or NaN is cleared too,
+// not multiplied by zero); rows above and below the plane read the
+// zeros around it in xb. The padded path above copied 2 x 14 rows of 56 bytes per 14x14
+// plane (a libc memcpy each) and computed 16 columns for 14: 0.63 ms at 8x512x14x14 vs
+// PyTorch's 0.40.
+//   xb: lead zeros, the plane (one copy), zeros after (the caller zeroes both once);
+//   masks: kw rows of n_pad lane masks (~0 or 0), n_pad = OH*W rounded up to 8.
+template <int KH, int KW>
+void dw_flat_plane(const ConvParams& p, const float* xin, const float* wk, float bias, float* yo, float* xb,
+                   index_t lead, const int* masks, index_t n_pad) {
+  const index_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw, taps = kh * kw;
+  __builtin_memcpy(xb + lead, xin, sizeof(float) * p.h * p.w);
+  constexpr int NT = KH * KW ? KH * KW : 64;
+  index_t off[NT];
+  v8 wt[NT];
+  for (index_t r = 0; r < taps; ++r) {
+    off[r] = lead + ((r / kw) * p.dh - p.ph) * p.w + (r % kw) * p.dw - p.pw;
+    wt[r] = splat8(wk[r]);
+  }
+  const index_t n_out = p.oh * p.w, n_full = n_out / 8 * 8;
+  const v8 vb = splat8(bias);
+  // Per column j: the kh taps summed, then masked once (a wrapped Inf or NaN is cleared too).
+  auto one = [&](index_t f) {
+    v8 acc = vb;
+#pragma GCC unroll 16
+    for (index_t j = 0; j < kw; ++j) {
+      v8 s = wt[j] * loadu8(xb + f + off[j]);
+#pragma GCC unroll 16
+      for (index_t i = 1; i < kh; ++i) s += wt[i * kw + j] * loadu8(xb + f + off[i * kw + j]);
+      v8i m;
+      __builtin_memcpy(&m, masks + j * n_pad + f, sizeof(m));
+      acc += (v8)((v8i)s & m);
+    }
+    return acc;
+  };
+  for (index_t f = 0; f < n_full; f += 8) storeu8(yo + f, one(f));
+  if (n_full < n_out) {
+    float tail[8];
+    storeu8(tail, one(n_full));
+    for (index_t e = 0; e < n_out - n_full; ++e) yo[n_full + e] = tail[e];
+  }
+}
+
+void dw_forward_plane_flat(const ConvParams& p, const float* xin, const float* wk, float bias, float* yo, float* xb,
+                           index_t lead, const int* masks, index_t n_pad) {
+  if (p.kh == 3 && p.kw == 3) return dw_flat_plane<3, 3>(p, xin, wk, bias, yo, xb, lead, masks, n_pad);
+  if (p.kh == 5 && p.kw == 5) return dw_flat_plane<5, 5>(p, xin, wk, bias, yo, xb, lead, masks, n_pad);
+  dw_flat_plane<0, 0>(p, xin, wk, bias, yo, xb, lead, masks, n_pad);
+}
+
 // Stride-1 weight gradient on the same padded layout: gyp holds gy on the padded width (zero
 // in the discarded columns), so tap r's gradient is one contiguous dot product,
 // sum_f gyp[f] * xp[f + off[r]], all taps accumulated 8 lanes at a time (the per-row
