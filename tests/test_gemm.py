@@ -175,6 +175,10 @@ def test_errors_name_the_argument(rng):
         fl.matmul(randn(rng, 2, 2, 3), randn(rng, 3, 3, 2))
     with pytest.raises(ValueError, match="grad_out"):
         fl.linear_backward(randn(rng, 3, 5), a, randn(rng, 6, 4))
+    # c that does not broadcast to the result (found by tools/fuzz_args.py: an IndexError before)
+    for c_shape in [(1, 1, 1, 4, 2, 4), (3,), (2, 1)]:
+        with pytest.raises(ValueError, match=r"c: shape .* does not broadcast to the result shape \(3, 2\)"):
+            fl.gemm_backward(randn(rng, 3, 2), a, randn(rng, 4, 2), randn(rng, *c_shape), beta=0.5)
 
 
 def test_threads_setting_and_concurrent_calls(rng):

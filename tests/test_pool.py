@@ -220,3 +220,21 @@ def test_pool_errors(rng):
         fl.max_pool2d_backward(y, x, bad, 2)
     with pytest.raises(TypeError, match="indices: expected an integer dtype"):
         fl.max_pool2d_backward(y, x, idx.astype(np.float32), 2)
+
+
+@pytest.mark.parametrize("op", ["max", "avg"])
+def test_huge_kernels_answer_at_once(op, rng):
+    """Kernels of 2^32 x 2^40 taps over an 8 x 3 map (ceil_mode gives one window): the loops
+    stop at the input's edge, so this returns immediately (found by tools/fuzz_args.py as a hang)."""
+    x = randn(rng, 1, 2, 8, 3)
+    k = (2**32, 2**40)
+    fn = fl.max_pool2d if op == "max" else fl.avg_pool2d
+    kwargs = {} if op == "max" else {"count_include_pad": False}
+    y = fn(x, k, ceil_mode=True, **kwargs)
+    expected = x.max(axis=(2, 3), keepdims=True) if op == "max" else x.mean(axis=(2, 3), keepdims=True)
+    assert_close(y, expected.astype(np.float64))
+    # and padded so that the first window starts 2^31 - 1 rows above the input
+    p = (2**31 - 1, 0)
+    y = fn(x, (2**32, 3), stride=(2**32, 3), padding=p, ceil_mode=True, **kwargs)
+    assert y.shape == (1, 2, 1, 1)
+    assert_close(y, expected.astype(np.float64))

@@ -39,12 +39,16 @@ __global__ void max_pool_fwd_kernel(const float* __restrict__ x, float* __restri
     const int64_t h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
     float best = -INFINITY;
     int64_t arg = -1;
-    for (int i = 0; i < p.kh; ++i) {
+    // Only the taps inside the plane, in window order (ties keep the first maximum): the
+    // loops start at the first in-bounds tap and stop at the edge, whatever the kernel size.
+    const int i0 = h0 >= 0 ? 0 : int(min(int64_t(p.kh), (-h0 + p.dh - 1) / p.dh));
+    const int j0 = w0 >= 0 ? 0 : int(min(int64_t(p.kw), (-w0 + p.dw - 1) / p.dw));
+    for (int i = i0; i < p.kh; ++i) {
       const int64_t ih = h0 + int64_t(i) * p.dh;
-      if (ih < 0 || ih >= p.h) continue;
-      for (int j = 0; j < p.kw; ++j) {
+      if (ih >= p.h) break;
+      for (int j = j0; j < p.kw; ++j) {
         const int64_t iw = w0 + int64_t(j) * p.dw;
-        if (iw < 0 || iw >= p.w) continue;
+        if (iw >= p.w) break;
         const float v = xp[ih * p.w + iw];
         if (arg < 0 || v > best || isnan(v)) {
           best = v;

@@ -81,6 +81,12 @@ std::vector<float> avg_counts(index_t in, index_t out, index_t k, index_t s, ind
   return cnt;
 }
 
+// The first window tap t with start + t * d >= 0 (kw when none): arithmetic, since kernels and
+// padding may be ~2^31 wide and a loop over them would look like a hang.
+index_t first_tap_inside(index_t start, index_t d, index_t k) {
+  return start >= 0 ? 0 : std::min(k, (-start + d - 1) / d);
+}
+
 index_t adaptive_start(index_t i, index_t in, index_t out) { return i * in / out; }
 index_t adaptive_end(index_t i, index_t in, index_t out) { return ((i + 1) * in + out - 1) / out; }
 
@@ -101,14 +107,13 @@ void max_pool2d_forward(const PoolParams& p, const float* x, float* y, int64_t* 
   // guarantee it); checked so a bad call is an error rather than a window of -inf.
   for (index_t o : {index_t{0}, p.oh - 1}) {
     const index_t start = o * p.sh - p.ph;
-    bool any = false;
-    for (index_t i = 0; i < p.kh && !any; ++i) any = start + i * p.dh >= 0 && start + i * p.dh < p.h;
+    const index_t i0 = first_tap_inside(start, p.dh, p.kh);
+    const bool any = i0 < p.kh && start + i0 * p.dh < p.h;
     FL_CHECK(any, "max_pool2d: output row ", o, " has a window entirely in the padding");
   }
   std::vector<int32_t> first_col(static_cast<size_t>(p.ow));
   for (index_t ow = 0; ow < p.ow; ++ow) {
-    index_t j = 0;
-    while (j < p.kw - 1 && ow * p.sw - p.pw + j * p.dw < 0) ++j;
+    const index_t j = std::min(first_tap_inside(ow * p.sw - p.pw, p.dw, p.kw), p.kw - 1);
     const index_t iw = ow * p.sw - p.pw + j * p.dw;
     FL_CHECK(iw >= 0 && iw < p.w, "max_pool2d: output column ", ow, " has a window entirely in the padding");
     first_col[ow] = static_cast<int32_t>(iw);

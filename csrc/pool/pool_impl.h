@@ -31,6 +31,12 @@ inline void tap_range(index_t off, index_t s, index_t in, index_t out, index_t& 
   hi = imax(lo, imin(hi, out));
 }
 
+// Window columns j < col_taps(...) can land inside the input (j * d - pad <= in - 1); the
+// rest only ever see padding. Loops stop there, so a kernel of 2^40 columns costs nothing.
+inline index_t col_taps(index_t k, index_t d, index_t pad, index_t in) {
+  return imin(k, (in - 1 + pad) / d + 1);
+}
+
 }  // namespace
 
 // first_col[ow]: the first in-bounds input column of window ow (PyTorch's initial argmax);
@@ -40,17 +46,19 @@ void max_pool_plane(const PoolParams& p, const float* x, float* y, int64_t* idx,
   const float neg_inf = -__builtin_inff();
   for (index_t oh = 0; oh < p.oh; ++oh) {
     float* m = y + oh * p.ow;
-    index_t i0 = 0;
-    while (i0 < p.kh && oh * p.sh - p.ph + i0 * p.dh < 0) ++i0;
+    // First tap row inside the input (arithmetic, not a loop: kh and ph may be ~2^31).
+    const index_t row0 = oh * p.sh - p.ph;
+    const index_t i0 = row0 >= 0 ? 0 : imin(cdiv(-row0, p.dh), p.kh);
     const index_t first_row = oh * p.sh - p.ph + i0 * p.dh;
     for (index_t ow = 0; ow < p.ow; ++ow) m[ow] = neg_inf;
     if (idx) {
       for (index_t ow = 0; ow < p.ow; ++ow) pos[ow] = static_cast<int32_t>(first_row * p.w + first_col[ow]);
     }
+    const index_t j_end = col_taps(p.kw, p.dw, p.pw, p.w);
     for (index_t i = i0; i < p.kh; ++i) {
       const index_t ih = oh * p.sh - p.ph + i * p.dh;
       if (ih >= p.h) break;
-      for (index_t j = 0; j < p.kw; ++j) {
+      for (index_t j = 0; j < j_end; ++j) {
         const index_t off = j * p.dw - p.pw;
         index_t lo, hi;
         tap_range(off, p.sw, p.w, p.ow, lo, hi);
@@ -85,13 +93,14 @@ void max_pool_plane(const PoolParams& p, const float* x, float* y, int64_t* idx,
 
 // y = window sums / (hcnt[oh] * wcnt[ow]) (the divisor factorises in both count modes).
 void avg_pool_plane(const PoolParams& p, const float* x, float* y, const float* hcnt, const float* wcnt) {
+  const index_t j_end = col_taps(p.kw, 1, p.pw, p.w);
   for (index_t oh = 0; oh < p.oh; ++oh) {
     float* acc = y + oh * p.ow;
     for (index_t ow = 0; ow < p.ow; ++ow) acc[ow] = 0.0f;
-    for (index_t i = 0; i < p.kh; ++i) {
-      const index_t ih = oh * p.sh - p.ph + i;
-      if (ih < 0 || ih >= p.h) continue;
-      for (index_t j = 0; j < p.kw; ++j) {
+    const index_t row0 = oh * p.sh - p.ph;
+    for (index_t i = imax(0, -row0), i_end = imin(p.kh, p.h - row0); i < i_end; ++i) {
+      const index_t ih = row0 + i;
+      for (index_t j = 0; j < j_end; ++j) {
         const index_t off = j - p.pw;
         index_t lo, hi;
         tap_range(off, p.sw, p.w, p.ow, lo, hi);
@@ -110,16 +119,17 @@ void avg_pool_plane(const PoolParams& p, const float* x, float* y, const float* 
 // gx (zero-filled here) += gy / divisor spread over each window; row: OW floats of scratch.
 void avg_pool_backward_plane(const PoolParams& p, const float* gy, float* gx, const float* hcnt, const float* wcnt,
                              float* row) {
+  const index_t j_end = col_taps(p.kw, 1, p.pw, p.w);
   for (index_t i = 0; i < p.h * p.w; ++i) gx[i] = 0.0f;
   for (index_t oh = 0; oh < p.oh; ++oh) {
     const float hc = hcnt[oh];
     const float* g = gy + oh * p.ow;
 #pragma omp simd
     for (index_t ow = 0; ow < p.ow; ++ow) row[ow] = g[ow] / (hc * wcnt[ow]);
-    for (index_t i = 0; i < p.kh; ++i) {
-      const index_t ih = oh * p.sh - p.ph + i;
-      if (ih < 0 || ih >= p.h) continue;
-      for (index_t j = 0; j < p.kw; ++j) {
+    const index_t row0 = oh * p.sh - p.ph;
+    for (index_t i = imax(0, -row0), i_end = imin(p.kh, p.h - row0); i < i_end; ++i) {
+      const index_t ih = row0 + i;
+      for (index_t j = 0; j < j_end; ++j) {
         const index_t off = j - p.pw;
         index_t lo, hi;
         tap_range(off, p.sw, p.w, p.ow, lo, hi);

@@ -105,16 +105,21 @@ def gemm_backward(grad_out, a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False,
         raise ValueError(
             f"gemm_backward: grad_out {_shape(grad_out)} does not match op(a) {_shape(oa)} @ op(b) {_shape(ob)}"
         )
+    if c is not None:
+        check_array(c, "c", accepted=_accepted(kind))
+        out_shape = (oa.shape[0], ob.shape[1])
+        try:
+            if np.broadcast_shapes(_shape(c), out_shape) != out_shape:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"c: shape {_shape(c)} does not broadcast to the result shape {out_shape}") from None
     if kind == "cuda":
-        if c is not None:
-            check_array(c, "c", accepted=_accepted(kind))
         return _cuda.gemm_backward(grad_out, a, b, c, alpha=alpha, beta=beta, trans_a=trans_a, trans_b=trans_b)
     g = grad_out
     grad_a = gemm(ob, g, alpha=alpha, trans_a=False, trans_b=True) if trans_a else gemm(g, ob, alpha=alpha, trans_b=True)
     grad_b = gemm(g, oa, alpha=alpha, trans_a=True) if trans_b else gemm(oa, g, alpha=alpha, trans_a=True)
     grad_c = None
     if c is not None:
-        check_array(c, "c")
         grad_c = _sum_to_shape(np.float32(beta) * g, c.shape)
     return grad_a, grad_b, grad_c
 
