@@ -20,12 +20,12 @@ imported lazily: importing fastlayers never needs it.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from . import _core
 from ._arrays import F32_F16_BF16, check_array, require_cuda
+from ._attention_dims import AttentionDims
 
 __all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_backward"]
 
@@ -49,73 +49,26 @@ def _stream() -> int:
     return _cp().cuda.get_current_stream().ptr
 
 
-class _Dims:
-    """Checked sizes of one call: the CPU path's checks (functional/_attention._Dims), with
-    half dtypes accepted and the mask broadcast checked on shapes (no host copy)."""
+class _Dims(AttentionDims):
+    """Checked sizes of one call: the CPU path's checks (_attention_dims.py), with half dtypes
+    accepted, all of one dtype, and head dims bounded by the generic kernels."""
+
+    ACCEPTED = F32_F16_BF16
 
     def __init__(self, fn, q, k, v, attn_mask, is_causal, scale, enable_gqa):
-        check_array(q, "q", min_ndim=2, accepted=F32_F16_BF16)
-        check_array(k, "k", min_ndim=2, accepted=F32_F16_BF16)
-        check_array(v, "v", min_ndim=2, accepted=F32_F16_BF16)
-        sq, sk, sv = tuple(q.shape), tuple(k.shape), tuple(v.shape)
-        if not (q.ndim == k.ndim == v.ndim):
-            raise ValueError(f"{fn}: q {sq}, k {sk} and v {sv} must have the same number of dimensions")
-        if sq[:-3] != sk[:-3] or sq[:-3] != sv[:-3]:
-            raise ValueError(f"{fn}: the batch dimensions of q {sq}, k {sk} and v {sv} must be equal")
-        if sk[:-1] != sv[:-1]:
-            raise ValueError(f"{fn}: k {sk} and v {sv} must agree in every dimension but the last (heads, S)")
-        if sq[-1] != sk[-1]:
-            raise ValueError(f"{fn}: q {sq} and k {sk} must have the same feature dimension E ({sq[-1]} != {sk[-1]})")
-        if sq[-1] == 0:
-            raise ValueError(f"{fn}: q {sq} has feature dimension E = 0; attention needs E >= 1")
-        self.dtype = _same_dtype(q=q, k=k, v=v)
-        self.two_d = q.ndim == 2
-        self.lead = sq[:-3]
-        self.hq = sq[-3] if q.ndim > 2 else 1
-        self.hk = sk[-3] if k.ndim > 2 else 1
-        self.L, self.E = sq[-2], sq[-1]
-        self.S, self.Ev = sk[-2], sv[-1]
-        if self.hq != self.hk:
-            if not enable_gqa:
-                raise ValueError(
-                    f"{fn}: q has {self.hq} heads (shape {sq}) but k/v have {self.hk} (shape {sk}); "
-                    f"pass enable_gqa=True for grouped-query attention"
-                )
-            if self.hk == 0 or self.hq % self.hk:
-                raise ValueError(
-                    f"{fn}: with enable_gqa the number of q heads ({self.hq}) must be a multiple of the number "
-                    f"of k/v heads ({self.hk})"
-                )
-        self.group = self.hq // self.hk if self.hk else 1
-        if scale is None:
-            self.scale = 1.0 / math.sqrt(self.E)
-        else:
-            if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
-                raise TypeError(f"scale: expected a float or None, got {scale!r}")
-            self.scale = float(scale)
-            if not math.isfinite(self.scale):
-                raise ValueError(f"scale: must be finite, got {scale!r}")
-        self.causal = bool(is_causal)
-        self.full = self.lead + (self.hq, self.L, self.S)
-        self.mask = None
         self.mask_kind = 0
-        if attn_mask is not None:
-            check_array(attn_mask, "attn_mask", accepted=("bool", "float32"))
-            try:
-                if np.broadcast_shapes(tuple(attn_mask.shape), self.full) != self.full:
-                    raise ValueError
-            except ValueError:
-                raise ValueError(
-                    f"attn_mask: shape {tuple(attn_mask.shape)} does not broadcast to (..., Hq, L, S) = {self.full}"
-                ) from None
-            self.mask = _cp().broadcast_to(attn_mask, self.full)
-            self.mask_kind = 1 if str(attn_mask.dtype) == "bool" else 2
-        self.nbh = int(np.prod(self.lead, dtype=np.int64)) * self.hq
+        super().__init__(fn, q, k, v, attn_mask, is_causal, scale, enable_gqa)
+        self.dtype = _same_dtype(q=q, k=k, v=v)
+        sq, _, sv = self.shapes
         if max(self.E, self.Ev) > GENERIC_MAX_HEAD and self.nbh and self.L:
             raise ValueError(f"{fn}: head dimensions above {GENERIC_MAX_HEAD} are not supported on CUDA "
                              f"(q {sq}, v {sv})")
         self.head_shape = self.lead + ((self.hq,) if not self.two_d else ())
         self.dims = [self.nbh, self.group, self.L, self.S, self.E, self.Ev]
+
+    def _set_mask(self, attn_mask):
+        self.mask = _cp().broadcast_to(attn_mask, self.full)
+        self.mask_kind = 1 if str(attn_mask.dtype) == "bool" else 2
 
     def path(self):
         # (S == 0: nothing to read, the generic kernels write the zeros and -inf lse)
