@@ -21,38 +21,17 @@ Targets (issue 9): forward >= 0.5x PyTorch, backward >= 0.4x, on every (E, causa
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import time
-import traceback
 
 import numpy as np
-
-T0 = time.time()
-
-
-def log(*a):
-    print(f"[{time.time() - T0:7.1f}s]", *a, flush=True)
+from gpu_bench_common import T0, env_info, log, make_section, make_timer, parse_args
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", required=True)
-    ap.add_argument("--quick", action="store_true", help="smaller sizes")
-    ap.add_argument("--budget", type=float, default=300.0, help="seconds; later sections are skipped after it")
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--dry-run", action="store_true",
-                    help="no GPU: NumPy stand-ins for CuPy and the kernels (checks this script, times nothing real)")
-    args = ap.parse_args()
-    if args.dry_run:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import dryrun_plugin
-
-        dryrun_plugin.setup()
+    args = parse_args(__doc__, 300.0, "smaller sizes")
 
     import cupy as cp
     import fastlayers as fl
@@ -70,22 +49,7 @@ def main():
     deadline = T0 + args.budget
     dry = args.dry_run
 
-    def timed(fn, reps=None):
-        reps = reps or args.reps
-        for _ in range(2):
-            fn()
-        cp.cuda.get_current_stream().synchronize()
-        if torch is not None:
-            torch.cuda.synchronize()
-        ts = []
-        for _ in range(reps):
-            s, e = cp.cuda.Event(), cp.cuda.Event()
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            ts.append(cp.cuda.get_elapsed_time(s, e))
-        return statistics.median(ts), ts
+    timed = make_timer(cp, args.reps, warmup=2, sync=torch.cuda.synchronize if torch is not None else None)
 
     def rel_err(a, b):
         a = cp.asarray(a).astype(cp.float64)
@@ -93,18 +57,7 @@ def main():
         den = float(cp.linalg.norm(b.ravel())) or 1.0
         return float(cp.linalg.norm((a - b).ravel())) / den
 
-    def section(name, fn):
-        if time.time() > deadline:
-            result["errors"].append({"section": name, "error": "skipped: time budget spent"})
-            log(f"skip {name}: budget spent")
-            return
-        log(f"section {name}")
-        try:
-            fn()
-        except Exception as e:  # report, go on
-            result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}",
-                                     "trace": traceback.format_exc()[-2000:]})
-            log(f"section {name} failed: {type(e).__name__}: {e}")
+    section = make_section(result, deadline)
 
     rng = np.random.default_rng(20261121)
     have_bf16 = True
@@ -380,36 +333,6 @@ def main():
     for e in result["errors"]:
         print(f"  error in {e['section']}: {e['error'][:200]}")
     return 0
-
-
-def env_info(cp, torch, fl):
-    env = dict(python=platform.python_version(), numpy=np.__version__, cupy=cp.__version__,
-               torch=None if torch is None else torch.__version__)
-    try:
-        props = cp.cuda.runtime.getDeviceProperties(0)
-        name = props["name"]
-        env.update(gpu=name.decode() if isinstance(name, bytes) else str(name), sms=props["multiProcessorCount"],
-                   cc=f"{props['major']}.{props['minor']}", clock_khz=props.get("clockRate"))
-    except Exception as e:
-        env["gpu_error"] = str(e)
-    try:
-        env["driver"] = cp.cuda.runtime.driverGetVersion()
-        env["cuda_runtime"] = cp.cuda.runtime.runtimeGetVersion()
-    except Exception as e:
-        env["version_error"] = str(e)
-    try:
-        env["fastlayers_info"] = dict(fl.info())
-    except Exception as e:
-        env["fastlayers_error"] = str(e)
-    try:
-        import subprocess
-
-        q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit",
-                            "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
-        env["nvidia_smi"] = q.stdout.strip()
-    except Exception as e:
-        env["nvidia_smi_error"] = str(e)
-    return env
 
 
 if __name__ == "__main__":

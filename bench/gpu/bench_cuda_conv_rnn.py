@@ -23,38 +23,17 @@ Results are checked against PyTorch's before timing (relative error in the JSON)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
 import sys
 import time
-import traceback
 
 import numpy as np
-
-T0 = time.time()
-
-
-def log(*a):
-    print(f"[{time.time() - T0:7.1f}s]", *a, flush=True)
+from gpu_bench_common import T0, env_info, log, make_section, make_timer, parse_args
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", required=True)
-    ap.add_argument("--quick", action="store_true", help="fewer, smaller cases")
-    ap.add_argument("--budget", type=float, default=300.0, help="seconds; later sections are skipped after it")
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--dry-run", action="store_true",
-                    help="no GPU: NumPy stand-ins for CuPy and the kernels (checks this script, times nothing real)")
-    args = ap.parse_args()
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
-    if args.dry_run:
-        import dryrun_plugin
-
-        dryrun_plugin.setup()
+    args = parse_args(__doc__, 300.0, "fewer, smaller cases")
 
     import cupy as cp
 
@@ -74,7 +53,6 @@ def main():
     except Exception:  # noqa: BLE001
         torch = None
     tdev = "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
-    from bench_cuda import env_info
 
     result = {"env": env_info(cp, torch, fl), "rows": [], "errors": [], "targets": [],
               "notes": {"torch_tf32": False, "cudnn_benchmark": True,
@@ -84,41 +62,15 @@ def main():
     deadline = T0 + args.budget
     flush_buf = cp.empty(1 << 27 if not args.dry_run else 1 << 10, dtype=np.float32)  # 512 MB > any L2
 
-    def timed(fn, reps=None):
-        reps = reps or args.reps
-        for _ in range(3):
-            fn()
-        cp.cuda.get_current_stream().synchronize()
-        if tdev == "cuda":
-            torch.cuda.synchronize()
-        ts = []
-        for _ in range(reps):
-            flush_buf.fill(0)
-            s, e = cp.cuda.Event(), cp.cuda.Event()
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            ts.append(cp.cuda.get_elapsed_time(s, e))
-        return statistics.median(ts), ts
+    timed = make_timer(cp, args.reps, flush_buf=flush_buf,
+                       sync=torch.cuda.synchronize if tdev == "cuda" else None)
 
     def rel_err(a, b):
         a = cp.asnumpy(cp.asarray(a)).astype(np.float64)
         b = np.asarray(b.detach().cpu().numpy() if hasattr(b, "detach") else cp.asnumpy(cp.asarray(b)), np.float64)
         return float(np.linalg.norm((a - b).ravel()) / (np.linalg.norm(b.ravel()) or 1.0))
 
-    def section(name, fn):
-        if time.time() > deadline:
-            result["errors"].append({"section": name, "error": "skipped: time budget spent"})
-            log(f"skip {name}: budget spent")
-            return
-        log(f"section {name}")
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - report, go on
-            result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}",
-                                     "trace": traceback.format_exc()[-2000:]})
-            log(f"section {name} failed: {type(e).__name__}: {e}")
+    section = make_section(result, deadline)
 
     rng = np.random.default_rng(20261121)
 
