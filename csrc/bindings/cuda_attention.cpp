@@ -12,6 +12,7 @@
 #include "bindings/bind_common.h"
 #if defined(FASTLAYERS_WITH_CUDA)
 #include "attention/attention_cuda.h"
+#include "bindings/cuda_bind_common.h"
 #endif
 
 namespace fl {
@@ -20,7 +21,6 @@ namespace bind {
 #if defined(FASTLAYERS_WITH_CUDA)
 namespace {
 
-using uptr = std::uintptr_t;
 using Mats = std::tuple<uptr, uptr, int64_t, int64_t>;  // (ptr, offsets ptr, rs, cs)
 
 cuda::AttnMats mats(const Mats& m) {

@@ -11,6 +11,7 @@
 
 #include "bindings/bind_common.h"
 #if defined(FASTLAYERS_WITH_CUDA)
+#include "bindings/cuda_bind_common.h"
 #include "conv/conv_cuda.h"
 #include "rnn/rnn_cuda.h"
 #endif
@@ -20,14 +21,6 @@ namespace bind {
 
 #if defined(FASTLAYERS_WITH_CUDA)
 namespace {
-
-using uptr = std::uintptr_t;
-
-template <typename T = float>
-T* dp(uptr p) {
-  return reinterpret_cast<T*>(p);
-}
-inline cuda::Stream st(uptr s) { return reinterpret_cast<cuda::Stream>(s); }
 
 // dims: [n, c, h, w, k, oh, ow, r, s, sh, sw, ph, pw, dh, dw, groups] (the convolution's
 // geometry; conv_transpose2d passes the geometry of the convolution it is the adjoint of)

@@ -11,6 +11,7 @@
 
 #include "bindings/bind_common.h"
 #if defined(FASTLAYERS_WITH_CUDA)
+#include "bindings/cuda_bind_common.h"
 #include "elementwise/softmax_cuda.h"
 #include "gemm/gemm_cuda.h"
 #include "loss/loss_cuda.h"
@@ -24,14 +25,6 @@ namespace bind {
 
 #if defined(FASTLAYERS_WITH_CUDA)
 namespace {
-
-using uptr = std::uintptr_t;
-
-template <typename T = float>
-T* dp(uptr p) {
-  return reinterpret_cast<T*>(p);
-}
-inline cuda::Stream st(uptr s) { return reinterpret_cast<cuda::Stream>(s); }
 
 // dims: [n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw]
 cuda::Pool2d pool_dims(const std::vector<int64_t>& d) {
