@@ -884,6 +884,22 @@ def test_torch_transformer_encoder_layer(rng, norm_first, activation):
     np.testing.assert_allclose(m(x, src_key_padding_mask=kpm), yt.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def _same_as_torch(m, tm, x, rng, first=False):
+    """m (fastlayers) and tm (torch, same weights) agree on the output, grad x and every
+    parameter's gradient for a random grad_out; first: the modules return (y, state)."""
+    xt = _t(x).requires_grad_(True)
+    yt, y = tm(xt), m(x)
+    if first:
+        yt, y = yt[0], y[0]
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    g = randn(rng, *y.shape)
+    yt.backward(_t(g))
+    np.testing.assert_allclose(m.backward(g), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
+    for k, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad, tgrads[k], rtol=1e-4, atol=1e-4, err_msg=k)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("make", [
     lambda M: M.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
@@ -905,16 +921,7 @@ def test_torch_layers_forward_backward(rng, make):
     elif isinstance(tm, torch.nn.BatchNorm1d):
         shape = (5, 3, 4)
     x = randn(rng, *shape)
-    xt = _t(x).requires_grad_(True)
-    yt = tm(xt)
-    y = m(x)
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
-    g = randn(rng, *y.shape)
-    yt.backward(_t(g))
-    np.testing.assert_allclose(m.backward(g), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
-    tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
-    for k, p in m.named_parameters():
-        np.testing.assert_allclose(p.grad, tgrads[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    _same_as_torch(m, tm, x, rng)
 
 
 @pytest.mark.torch
@@ -926,16 +933,7 @@ def test_torch_recurrent_gradients(rng, cls):
     m = getattr(nn, cls)(3, 5, num_layers=2, bidirectional=True)
     m.load_state_dict(_torch_sd(tm))
     x = randn(rng, 6, 2, 3)
-    xt = _t(x).requires_grad_(True)
-    yt, _ = tm(xt)
-    y, _ = m(x)
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
-    g = randn(rng, *y.shape)
-    yt.backward(_t(g))
-    np.testing.assert_allclose(m.backward(g), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
-    tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
-    for k, p in m.named_parameters():
-        np.testing.assert_allclose(p.grad, tgrads[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    _same_as_torch(m, tm, x, rng, first=True)
 
 
 @pytest.mark.torch
@@ -946,16 +944,7 @@ def test_torch_transformer_gradients(rng):
     m = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
     m.load_state_dict(_torch_sd(tm))
     x = randn(rng, 2, 5, 8)
-    xt = _t(x).requires_grad_(True)
-    yt = tm(xt)
-    y = m(x)
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
-    g = randn(rng, *y.shape)
-    yt.backward(_t(g))
-    np.testing.assert_allclose(m.backward(g), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
-    tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
-    for k, p in m.named_parameters():
-        np.testing.assert_allclose(p.grad, tgrads[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    _same_as_torch(m, tm, x, rng)
 
 
 # -- whole models: kernels vs the same modules running on fastlayers.reference ------------------
