@@ -17,24 +17,13 @@
 #error "define FL_DW_NS before including depthwise_impl.h"
 #endif
 
-// The 8-float vector helpers are inline in an anonymous namespace, so the baseline build's
-// note that AVX-sized arguments change the ABI does not apply (nothing crosses a TU).
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "conv/vec8.h"
 
 namespace fl {
 namespace FL_DW_NS {
 namespace {
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
-
-inline v8 loadu8(const float* p) {
-  v8 v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void storeu8(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof(v)); }
-inline v8 splat8(float x) { return v8{x, x, x, x, x, x, x, x}; }
+using namespace conv_vec8;
 
 inline index_t imin(index_t a, index_t b) { return a < b ? a : b; }
 inline index_t imax(index_t a, index_t b) { return a > b ? a : b; }

@@ -6,28 +6,12 @@
 #error "define FL_DOT_NS before including dot_impl.h"
 #endif
 
-// The 8-float vector helpers stay inside this translation unit (see depthwise_impl.h).
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "conv/vec8.h"
 
 namespace fl {
 namespace FL_DOT_NS {
-namespace {
 
-typedef float v8 __attribute__((vector_size(32)));
-
-inline v8 loadu8(const float* p) {
-  v8 v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-inline float hsum8(v8 v) {
-  float s = 0.0f;
-  for (int l = 0; l < 8; ++l) s += v[l];
-  return s;
-}
-
-}  // namespace
+using namespace conv_vec8;
 
 void dot_panel(index_t kc, const float* a, index_t lda, int mr, const float* bt, index_t ldb, int nj, float* c,
                index_t ldc, float beta, const float* bias) {
