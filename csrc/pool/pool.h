@@ -13,6 +13,22 @@ struct PoolParams {
   index_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
 };
 
+// Window tap ranges, shared by the drivers (pool_cpu.cpp) and the per-ISA plane kernels
+// (pool_impl.h). Arithmetic, not loops: kernels and padding may be ~2^31 wide, and a loop over
+// them would look like a hang. Internal linkage, as every ISA unit compiles its own copy.
+namespace {
+// The first tap t with start + t * d >= 0 (k when none).
+inline index_t first_tap_inside(index_t start, index_t d, index_t k) {
+  return start >= 0 ? 0 : (-start + d - 1) / d < k ? (-start + d - 1) / d : k;
+}
+// Taps j < col_taps(...) can land inside the input (j * d - pad <= in - 1); the rest only
+// ever see padding.
+inline index_t col_taps(index_t k, index_t d, index_t pad, index_t in) {
+  const index_t n = (in - 1 + pad) / d + 1;
+  return n < k ? n : k;
+}
+}  // namespace
+
 // Throws ValueError on inconsistent sizes (the Python layer checks first).
 void check_pool_params(const PoolParams& p);
 

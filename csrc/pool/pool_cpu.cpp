@@ -81,12 +81,6 @@ std::vector<float> avg_counts(index_t in, index_t out, index_t k, index_t s, ind
   return cnt;
 }
 
-// The first window tap t with start + t * d >= 0 (kw when none): arithmetic, since kernels and
-// padding may be ~2^31 wide and a loop over them would look like a hang.
-index_t first_tap_inside(index_t start, index_t d, index_t k) {
-  return start >= 0 ? 0 : std::min(k, (-start + d - 1) / d);
-}
-
 index_t adaptive_start(index_t i, index_t in, index_t out) { return i * in / out; }
 index_t adaptive_end(index_t i, index_t in, index_t out) { return ((i + 1) * in + out - 1) / out; }
 

@@ -31,12 +31,6 @@ inline void tap_range(index_t off, index_t s, index_t in, index_t out, index_t& 
   hi = imax(lo, imin(hi, out));
 }
 
-// Window columns j < col_taps(...) can land inside the input (j * d - pad <= in - 1); the
-// rest only ever see padding. Loops stop there, so a kernel of 2^40 columns costs nothing.
-inline index_t col_taps(index_t k, index_t d, index_t pad, index_t in) {
-  return imin(k, (in - 1 + pad) / d + 1);
-}
-
 }  // namespace
 
 // first_col[ow]: the first in-bounds input column of window ow (PyTorch's initial argmax);
@@ -46,9 +40,7 @@ void max_pool_plane(const PoolParams& p, const float* x, float* y, int64_t* idx,
   const float neg_inf = -__builtin_inff();
   for (index_t oh = 0; oh < p.oh; ++oh) {
     float* m = y + oh * p.ow;
-    // First tap row inside the input (arithmetic, not a loop: kh and ph may be ~2^31).
-    const index_t row0 = oh * p.sh - p.ph;
-    const index_t i0 = row0 >= 0 ? 0 : imin(cdiv(-row0, p.dh), p.kh);
+    const index_t i0 = first_tap_inside(oh * p.sh - p.ph, p.dh, p.kh);
     const index_t first_row = oh * p.sh - p.ph + i0 * p.dh;
     for (index_t ow = 0; ow < p.ow; ++ow) m[ow] = neg_inf;
     if (idx) {
