@@ -99,7 +99,22 @@ struct Plan {
   index_t mpad;       // Kg rounded up to MR
   index_t kc_block;   // K blocking of the micro-kernel loop
   index_t a_group;    // floats of packed A per group
-  Plan(const ConvParams& p_) : p(p_), uk(ukernel_for(active_isa())), pack(pack_for(active_isa())) {
+  Plan(const ConvParams& p_) : p(p_), uk(ukernel_for(active_isa())), pack(pack_for(active_isa())) { init(); }
+  // The plan of the direct paths: the direct micro-kernel's own MR x NR tile (4 x 24 under
+  // AVX2, not the GEMM's 6 x 16) for the weight panels and the column panels; only the
+  // GEMM's cache blocking is kept.
+  Plan(const ConvParams& p_, const DirectKernel& dk) : Plan(p_) {
+    Ukernel blocking{};  // every GEMM kernel pointer null: they do not match this tile
+    blocking.mr = dk.mr;
+    blocking.nr = dk.nr;
+    blocking.kc = uk.kc;
+    blocking.mc = uk.mc;
+    blocking.nc = uk.nc;
+    blocking.name = uk.name;
+    uk = blocking;
+    init();
+  }
+  void init() {
     cg = p.c / p.groups;
     kg = p.k / p.groups;
     kc = cg * p.kh * p.kw;
@@ -312,12 +327,12 @@ void scatter_stage(const Plan& pl, const float* stage, index_t g, const TileSpec
 
 // ---- the direct path (stride 1, see direct.h) --------------------------------------------
 
-DirectKernel direct_for(Isa isa) {
+DirectKernel direct_for(Isa isa, DirectUse use = DirectUse::spatial) {
 #if defined(FASTLAYERS_X86)
-  if (isa == Isa::avx512) return direct_kernel_avx512();
-  if (isa == Isa::avx2) return direct_kernel_avx2();
+  if (isa == Isa::avx512) return direct_kernel_avx512(use);
+  if (isa == Isa::avx2) return direct_kernel_avx2(use);
 #endif
-  return direct_kernel_generic();
+  return direct_kernel_generic(use);
 }
 
 // Strides > 1 (ResNet's 7x7 stem, downsampling 3x3s): each padded channel is split into
@@ -368,8 +383,6 @@ bool direct_eligible(const Plan& pl) {
   // (2.25x) the packing is cheap enough and the implicit path's multi-image tiles win
   // (8x256x14x14 -> 512: 76 vs 63 GFLOP/s).
   if ((p.sh > 1 || p.sw > 1) && p.kh * p.kw < 4 * p.sh * p.sw) return false;
-  const DirectKernel dk = direct_for(active_isa());
-  if (dk.mr != pl.uk.mr || dk.nr != pl.uk.nr) return false;
   const index_t wp = p.sh > 1 || p.sw > 1 ? p.ow + (p.kw - 1) * p.dw / p.sw
                                           : std::max(p.w + p.pw, p.ow + (p.kw - 1) * p.dw);
   return (wp - p.ow) * 8 <= wp;
@@ -533,8 +546,7 @@ bool pointwise_eligible(const Plan& pl) {
   // it matters at Kg = 64 (256->64 at 56x56: 14.7 -> 12.9 ms, 1 thread), while at Kg = 256
   // the packed panels' contiguous reads beat loads spread over Kc planes (64->256: 10.8
   // packed vs 13.0 ms direct).
-  const DirectKernel dk = direct_for(active_isa());
-  return pl.kg <= 96 && dk.mr == pl.uk.mr && dk.nr == pl.uk.nr;
+  return pl.kg <= 96;
 }
 
 void pointwise_tile(const Plan& pl, const DirectKernel& dk, const index_t* off, const float* x, const float* a_pack,
@@ -580,7 +592,7 @@ void pointwise_tile(const Plan& pl, const DirectKernel& dk, const index_t* off, 
 
 void forward_pointwise(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int nt) {
   const ConvParams& p = pl.p;
-  const DirectKernel dk = direct_for(active_isa());
+  const DirectKernel dk = direct_for(active_isa(), DirectUse::pointwise);
   // off[0, kc): rows of x (stride HW); off[kc, 2kc): rows of the tail scratch (stride NR).
   std::vector<index_t> off(static_cast<size_t>(2 * pl.kc));
   for (index_t r = 0; r < pl.kc; ++r) {
@@ -778,7 +790,7 @@ void forward_few(const Plan& pl, const float* x, const float* w, const float* bi
 
 bool conv2d_forward_is_direct(const ConvParams& p) {
   if (p.groups > 1 && p.groups == p.c) return false;
-  return direct_eligible(Plan(p));
+  return direct_eligible(Plan(p, direct_for(active_isa())));
 }
 
 void conv2d_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
@@ -792,8 +804,9 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   // (2 tiles of 128 and 96 on 2 threads), and no discarded columns (1 thread, 1x256x14x14:
   // 9% less time; at 28x28 the direct kernel stays 7% ahead).
   const bool narrow_few = p.ow <= 16 && p.n * p.groups < 2 * static_cast<index_t>(nt);
-  if (!narrow_few && direct_eligible(pl)) return forward_direct(pl, x, w, bias, y, nt);
-  if (pointwise_eligible(pl)) return forward_pointwise(pl, x, w, bias, y, nt);
+  const Plan dpl(p, direct_for(active_isa()));
+  if (!narrow_few && direct_eligible(dpl)) return forward_direct(dpl, x, w, bias, y, nt);
+  if (pointwise_eligible(dpl)) return forward_pointwise(Plan(p, direct_for(active_isa(), DirectUse::pointwise)), x, w, bias, y, nt);
   const index_t budget_cols = std::max<index_t>(pl.uk.nr, kPackBudget / pl.kc / pl.uk.nr * pl.uk.nr);
   // ~4 items per thread to balance, but not below 128 columns (narrower tiles re-read the
   // packed weights more often than threads gain).

@@ -20,7 +20,7 @@ struct Avx512 {
 
 }  // namespace
 
-DirectKernel direct_kernel_avx512() { return {&direct_detail::direct_ukernel<Avx512, 12, 2>, 12, 32}; }
+DirectKernel direct_kernel_avx512(DirectUse) { return {&direct_detail::direct_ukernel<Avx512, 12, 2>, 12, 32}; }
 
 }  // namespace fl
 #endif

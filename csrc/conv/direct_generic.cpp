@@ -20,6 +20,6 @@ void direct_portable(index_t kc, const float* a, const float* xb, const index_t*
 
 }  // namespace
 
-DirectKernel direct_kernel_generic() { return {&direct_portable, 4, 8}; }
+DirectKernel direct_kernel_generic(DirectUse) { return {&direct_portable, 4, 8}; }
 
 }  // namespace fl
