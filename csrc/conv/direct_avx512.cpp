@@ -1,5 +1,7 @@
-// AVX-512 direct conv micro-kernel: 12 x 32 (24 accumulators + 2 input vectors + 1
-// broadcast), matching the 12x32 GEMM kernel's packed weights.
+// AVX-512 direct conv micro-kernels, the AVX2 pair (direct_avx2.cpp) at twice the width and
+// twice the registers. Spatial: 8 x 48 (24 accumulators + 3 input vectors + 1 broadcast),
+// whole 8-row panels for 64..512 channels where 12 rows computed 72 for 64. Pointwise: the
+// GEMM's 12 x 32. Not measured: this machine has no AVX-512 (the choice mirrors AVX2's).
 #if defined(FASTLAYERS_X86)
 #include <immintrin.h>
 
@@ -20,7 +22,10 @@ struct Avx512 {
 
 }  // namespace
 
-DirectKernel direct_kernel_avx512(DirectUse) { return {&direct_detail::direct_ukernel<Avx512, 12, 2>, 12, 32}; }
+DirectKernel direct_kernel_avx512(DirectUse use) {
+  if (use == DirectUse::pointwise) return {&direct_detail::direct_ukernel<Avx512, 12, 2>, 12, 32};
+  return {&direct_detail::direct_ukernel<Avx512, 8, 3>, 8, 48};
+}
 
 }  // namespace fl
 #endif
