@@ -107,7 +107,9 @@ struct Plan {
     Ukernel blocking{};  // every GEMM kernel pointer null: they do not match this tile
     blocking.mr = dk.mr;
     blocking.nr = dk.nr;
-    blocking.kc = uk.kc;
+    // K blocks of equal size (576 taps: 3 x 192, not 256 + 256 + 64: the short block paid
+    // its C loads and stores over a quarter of the FMAs).
+    blocking.kc = ceil_div(p.c / p.groups * p.kh * p.kw, ceil_div(p.c / p.groups * p.kh * p.kw, uk.kc));
     blocking.mc = uk.mc;
     blocking.nc = uk.nc;
     blocking.name = uk.name;
