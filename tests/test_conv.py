@@ -42,6 +42,10 @@ CONV_CASES = [
     pytest.param(3, 6, 21, 27, 10, 5, 5, 1, 2, 1, 2, True, id="direct-5x5-groups2"),
     pytest.param(2, 4, 19, 25, 5, 3, 4, 1, "same", (2, 1), 1, True, id="direct-same-even-dilated"),
     pytest.param(2, 5, 23, 24, 13, 3, 3, 1, (0, 2), 1, 1, False, id="direct-asym-padding"),
+    # Padded rows share their zeros (right padding = next row's left padding): padding wider
+    # than the kernel reach (OW = W + 3 > W + pw), dilation reaching past the shared zeros.
+    pytest.param(2, 3, 9, 30, 4, 2, 2, 1, (1, 2), 1, 1, True, id="direct-padding-wider-than-kernel"),
+    pytest.param(1, 4, 12, 33, 5, 3, 3, 1, (2, 3), (1, 2), 1, True, id="direct-shared-padding-dilated"),
     # Strides > 1 on wide maps: the direct kernel on phase planes (stem-like 7x7 stride 2,
     # 5x5 stride 2 with dilation 3 (taps in both phases), different row and column strides).
     pytest.param(2, 3, 40, 70, 10, 7, 7, 2, 3, 1, 1, True, id="direct-stride2-stem"),
