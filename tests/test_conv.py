@@ -355,3 +355,20 @@ def test_conv_transpose2d_errors(rng):
         fl.conv_transpose2d(x, randn(rng, 4, 2, 3, 3), randn(rng, 4))
     with pytest.raises(ValueError, match=r"grad_out: shape .* does not match conv_transpose2d's output shape \(1, 2, 5, 5\)"):
         fl.conv_transpose2d_backward(randn(rng, 1, 2, 4, 4), x, randn(rng, 4, 2, 3, 3))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_conv_transpose2d_inf_weight_reaches_only_its_outputs(rng, batch):
+    """An Inf weight: conv_transpose2d scatters x * w, so only the outputs that weight reaches
+    are non-finite; the stride-1 route through the forward (direct) kernels would multiply
+    the padding's zeros by it (0 * Inf = NaN everywhere along the border), so it is not taken."""
+    x = randn(rng, batch, 3, 10, 12)
+    weight = randn(rng, 3, 4, 3, 3)
+    weight[1, 2, 0, 0] = np.inf
+    got = fl.conv_transpose2d(x, weight)
+    with np.errstate(invalid="ignore"):
+        want = R.conv_transpose2d(*f64(x, weight))
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    finite = np.isfinite(want)
+    assert finite.sum() > got.size // 2  # the Inf reaches channel 2 only
+    assert_close(np.where(finite, got, 0), np.where(finite, want, 0))

@@ -25,6 +25,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -319,13 +320,20 @@ void conv2d_backward_data(const ConvParams& p, const float* gy, const float* w, 
     const Geometry g = geometry(p);
     const index_t taps = p.kh * p.kw;
     std::vector<float> wt(static_cast<size_t>(p.c * g.kg * taps));
+    // The forward kernels multiply the padding's zeros by the weights, where the data
+    // gradient (and conv_transpose2d) has no such terms: an Inf weight would make NaN of
+    // outputs that the col2im path below (real products only) leaves finite. So a weight
+    // that is not finite, seen during this copy, sends the call there.
+    bool finite = true;
     for (index_t grp = 0; grp < p.groups; ++grp)
       for (index_t k = 0; k < g.kg; ++k)
         for (index_t c = 0; c < g.cg; ++c)
-          for (index_t t = 0; t < taps; ++t)
-            wt[static_cast<size_t>(((grp * g.cg + c) * g.kg + k) * taps + (taps - 1 - t))] =
-                w[((grp * g.kg + k) * g.cg + c) * taps + t];
-    return conv2d_forward(q, gy, wt.data(), bias, gx);
+          for (index_t t = 0; t < taps; ++t) {
+            const float v = w[((grp * g.kg + k) * g.cg + c) * taps + t];
+            finite &= std::isfinite(v);
+            wt[static_cast<size_t>(((grp * g.cg + c) * g.kg + k) * taps + (taps - 1 - t))] = v;
+          }
+    if (finite) return conv2d_forward(q, gy, wt.data(), bias, gx);
   }
   if (is_depthwise(p)) return depthwise::backward_data(p, gy, w, bias, gx);
   const Geometry g = geometry(p);
