@@ -39,6 +39,8 @@ CONV_CASES = [
     pytest.param(1, 48, 9, 9, 64, 3, 3, 1, 1, 1, 1, True, id="batch1-threaded-gemm"),
     # Stride 1 on wide maps takes the direct (padded-width, no im2col) kernel.
     pytest.param(1, 8, 30, 29, 7, 3, 3, 1, 1, 1, 1, True, id="direct-batch1"),
+    # Batch 1 with more weights than image: the threads split the weight rows (with 2 threads).
+    pytest.param(1, 48, 20, 20, 63, 3, 3, 1, 1, 1, 1, True, id="direct-batch1-row-split"),
     pytest.param(3, 6, 21, 27, 10, 5, 5, 1, 2, 1, 2, True, id="direct-5x5-groups2"),
     pytest.param(2, 4, 19, 25, 5, 3, 4, 1, "same", (2, 1), 1, True, id="direct-same-even-dilated"),
     pytest.param(2, 5, 23, 24, 13, 3, 3, 1, (0, 2), 1, 1, False, id="direct-asym-padding"),

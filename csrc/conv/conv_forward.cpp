@@ -452,18 +452,18 @@ void pad_image(const Plan& pl, const DirectPlan& d, const float* x, index_t n, i
 // Outputs [f0, f0 + cols) of the padded-width numbering for all Kg channels of group g,
 // computed into stage (Kg x cols) and copied to y without the discarded columns.
 void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const float* a_pack, const float* bias,
-                 float* y, index_t n, index_t g, index_t f0, index_t cols, float* stage) {
+                 float* y, index_t n, index_t g, index_t f0, index_t cols, index_t ip0, index_t ip1, float* stage) {
   const ConvParams& p = pl.p;
   const int mr = d.dk.mr, nr = d.dk.nr;
-  const index_t npanels_m = pl.mpad / mr, npanels_n = ceil_div(cols, nr);
+  const index_t npanels_n = ceil_div(cols, nr);
   const index_t mc_panels = std::max<index_t>(1, pl.uk.mc / mr);
   const float* gb = bias ? bias + g * pl.kg : nullptr;
   for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
     const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
     const float beta = pc == 0 ? 0.0f : 1.0f;
     const bool last = pc + kcb == pl.kc;
-    for (index_t ic = 0; ic < npanels_m; ic += mc_panels) {
-      const index_t ic_end = std::min(npanels_m, ic + mc_panels);
+    for (index_t ic = ip0; ic < ip1; ic += mc_panels) {
+      const index_t ic_end = std::min(ip1, ic + mc_panels);
       for (index_t jp = 0; jp < npanels_n; ++jp) {
         const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
         const float* xb = xp + f0 + jp * nr;
@@ -479,10 +479,11 @@ void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const flo
   // Scatter: output row oh covers f in [oh*Wp, oh*Wp + OW).
   float* yg = y + (n * p.k + g * pl.kg) * pl.ohw;
   const index_t oh0 = f0 / d.wp, oh1 = (f0 + cols - 1) / d.wp;
+  const index_t k1 = std::min(pl.kg, ip1 * mr);
   for (index_t oh = oh0; oh <= oh1; ++oh) {
     const index_t lo = std::max(f0, oh * d.wp), hi = std::min(f0 + cols, oh * d.wp + p.ow);
     if (hi <= lo) continue;
-    for (index_t k = 0; k < pl.kg; ++k)
+    for (index_t k = ip0 * mr; k < k1; ++k)
       std::memcpy(yg + k * pl.ohw + oh * p.ow + (lo - oh * d.wp), stage + k * cols + (lo - f0), sizeof(float) * (hi - lo));
   }
 }
@@ -517,8 +518,8 @@ void forward_direct(const Plan& pl, const float* x, const float* w, const float*
         pad_image(pl, d, x, n, g, 0, pl.cg, xp[tid].get());
         for (index_t ti = 0; ti < ntiles; ++ti) {
           const index_t f0 = ti * tile;
-          direct_tile(pl, d, xp[tid].get(), a_pack.get(), bias, y, n, g, f0, std::min(tile, d.flat - f0),
-                      stage[tid].get());
+          direct_tile(pl, d, xp[tid].get(), a_pack.get(), bias, y, n, g, f0, std::min(tile, d.flat - f0), 0,
+                      npanels, stage[tid].get());
         }
       }
     }
@@ -533,16 +534,21 @@ void forward_direct(const Plan& pl, const float* x, const float* w, const float*
       if (n == 0) pack_a_panels(pl, w, g, npanels * tid / Tn, npanels * (tid + 1) / Tn, a_pack.get());
       pad_image(pl, d, x, n, g, pl.cg * tid / Tn, pl.cg * (tid + 1) / Tn, xp.get());
 #pragma omp barrier
-      // Each thread an equal share of the NR-column panels (+-1), in chunks of <= tile: a
-      // shared list of fixed tiles left 128x28x28 with 7 tiles of 128 on 2 threads (456 vs
-      // 384 columns).
+      // Split the weight rows when the weights outweigh the image (each thread then reads
+      // half of them and all of the small padded image), else the columns.
       const index_t npf = ceil_div(d.flat, nr);
-      const index_t q0 = npf * tid / Tn, q1 = npf * (tid + 1) / Tn;
+      const bool split_rows = Tn > 1 && pl.kg * pl.kc > pl.cg * d.chan && npanels >= 4 * Tn;
+      const index_t ip0 = split_rows ? npanels * tid / Tn : 0, ip1 = split_rows ? npanels * (tid + 1) / Tn : npanels;
+      // Columns: each thread an equal share of the NR-column panels (+-1), in chunks of <=
+      // tile: a shared list of fixed tiles left 128x28x28 with 7 tiles of 128 on 2 threads
+      // (456 vs 384 columns).
+      const index_t q0 = split_rows ? 0 : npf * tid / Tn, q1 = split_rows ? npf : npf * (tid + 1) / Tn;
       const index_t nchunks = ceil_div(q1 - q0, tile / nr);
       for (index_t ch = 0; ch < nchunks; ++ch) {
         const index_t c0 = q0 + (q1 - q0) * ch / nchunks, c1 = q0 + (q1 - q0) * (ch + 1) / nchunks;
         const index_t f0 = c0 * nr, f1 = std::min(d.flat, c1 * nr);
-        if (f0 < f1) direct_tile(pl, d, xp.get(), a_pack.get(), bias, y, n, g, f0, f1 - f0, stage[tid].get());
+        if (f0 < f1 && ip0 < ip1)
+          direct_tile(pl, d, xp.get(), a_pack.get(), bias, y, n, g, f0, f1 - f0, ip0, ip1, stage[tid].get());
       }
     }
   }
