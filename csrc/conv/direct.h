@@ -1,12 +1,15 @@
 // The direct (no-im2col) micro-kernel of stride-1 convolutions, one per ISA.
 //
-// The input of one image is copied once into a zero-padded buffer xp (C/groups x Hp x Wp);
-// output pixels are then numbered on the padded width, f = oh * Wp + ow (ow in [0, Wp), the
-// Wp - OW columns past OW computed and discarded), so that tap r = (c, i, j) of output f is
-// xp[off[r] + f] with off[r] = c*Hp*Wp + i*dh*Wp + j*dw: NR consecutive outputs of one tap
-// are NR consecutive floats, loaded straight from xp. The im2col packing (one gather per tap
-// per output, ~25% of a 64-channel 3x3 forward) disappears; the price is (Wp - OW) / Wp
-// wasted columns (3.4% at 56x56, 6.7% at 28x28) and one padded copy of the input.
+// The input of one image is copied once into a zero-padded buffer xp (C/groups planes of
+// Hp x Wp, + pw floats); output pixels are then numbered on the padded width, f = oh * Wp + ow
+// (ow in [0, Wp), the Wp - OW columns past OW computed and discarded), so that tap
+// r = (c, i, j) of output f is xp[off[r] + f] with off[r] = c*plane + i*dh*Wp + j*dw: NR
+// consecutive outputs of one tap are NR consecutive floats, loaded straight from xp. The
+// im2col packing (one gather per tap per output, ~25% of a 64-channel 3x3 forward)
+// disappears; the price is (Wp - OW) / Wp wasted columns and one padded copy of the input.
+// Rows share their padding (a row's right padding is the next row's left, see
+// shared_pad_width in conv_forward.cpp), so "same" 3x3 wastes 1 column of W + 1 (1.8% at
+// 56x56, 3.4% at 28x28, 6.7% at 14x14).
 //
 //   C[i*ldc + t] = sum_{p<kc} a[p*MR + i] * xb[off[p] + t] (+ beta * C), i < mr, t < nr
 //
