@@ -58,7 +58,8 @@ CONV_CASES = [
     # rows), 1 column past a 16-column panel (7x7), two groups, three images, and a column
     # matrix over the 4 MiB pack budget (two column tiles).
     pytest.param(1, 40, 7, 7, 13, 3, 3, 1, 1, 1, 1, True, id="few-kblocks-medge-7x7"),
-    pytest.param(1, 64, 14, 14, 32, 3, 3, 1, 1, 1, 2, True, id="few-groups2-14x14"),
+    pytest.param(1, 64, 7, 7, 32, 3, 3, 1, 1, 1, 2, True, id="few-groups2-7x7"),
+    pytest.param(1, 64, 14, 14, 32, 3, 3, 1, 1, 1, 2, True, id="direct-batch1-groups2-14x14"),
     pytest.param(3, 12, 6, 5, 7, 3, 3, 1, 1, 1, 1, True, id="few-three-images"),
     pytest.param(1, 72, 90, 90, 8, 3, 3, 2, 1, 1, 1, True, id="few-two-column-tiles"),
     # Depthwise, stride 1 with OW == W: the flat path (masked row ends), 3x3, 5x5 dilated,

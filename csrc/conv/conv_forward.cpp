@@ -16,8 +16,8 @@
 //   v2 implicit im2col into packed panels, per-ISA copies     66-70
 //   v3 direct kernel on the padded-width output grid          80-82
 //
-// Batch 1 on small maps (ResNet-18's 256x14x14 and 512x7x7 were 0.68x / 0.62x PyTorch on 2
-// threads): forward_few packs the image's whole column matrix on all threads (gathered from
+// Batch 1 where the direct path does not fit (7x7 maps: 1 wasted column of 8; strides, 1x1;
+// ResNet-18's 512x7x7 was 0.62x PyTorch on 2 threads): forward_few packs the image's whole column matrix on all threads (gathered from
 // a padded copy when OW <= 16), splits the weight rows over the threads and reads them in
 // place (no packed copy of |w|, 9.4 MB at 512x7x7), and takes a last panel of <= NR/2
 // columns as dot products (dot.h; 49 = 3 x 16 + 1). 1 thread, process CPU time, 512x7x7:
@@ -822,13 +822,12 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   if (p.groups > 1 && p.groups == p.c) return depthwise::forward(p, x, w, bias, y);
   const Plan pl(p);
   const int nt = threads_for(2 * p.n * p.k * pl.ohw * pl.kc, index_t{1} << 20);
-  // Narrow maps with too few images to give each thread two (batch 1 at 14x14 and below):
-  // forward_few, whose threads split the weight rows instead of the 224 padded-width columns
-  // (2 tiles of 128 and 96 on 2 threads), and no discarded columns (1 thread, 1x256x14x14:
-  // 9% less time; at 28x28 the direct kernel stays 7% ahead).
-  const bool narrow_few = p.ow <= 16 && p.n * p.groups < 2 * static_cast<index_t>(nt);
+  // The direct path wherever it is eligible, batch 1 at 14x14 included: with the rows'
+  // shared padding (1 wasted column of 15) and the weight rows split over the threads it
+  // matches forward_few at 1x256x14x14 (2 threads 155 vs 156 GFLOP/s; 1 thread 80 vs 82) and
+  // beats it at 1x128x14x14 (146 vs 137; 1 thread 78 vs 73).
   const Plan dpl(p, direct_for(active_isa()));
-  if (!narrow_few && direct_eligible(dpl)) return forward_direct(dpl, x, w, bias, y, nt);
+  if (direct_eligible(dpl)) return forward_direct(dpl, x, w, bias, y, nt);
   if (pointwise_eligible(dpl)) return forward_pointwise(Plan(p, direct_for(active_isa(), DirectUse::pointwise)), x, w, bias, y, nt);
   const index_t budget_cols = std::max<index_t>(pl.uk.nr, kPackBudget / pl.kc / pl.uk.nr * pl.uk.nr);
   // ~4 items per thread to balance, but not below 128 columns (narrower tiles re-read the
