@@ -4,8 +4,8 @@ A family module defines ``cases(quick: bool) -> list[Case]``. Each Case names it
 shape, its work (flops and/or bytes moved), and callables for fastlayers, the NumPy reference
 and (optionally) PyTorch. run.py checks each implementation's result against fastlayers'
 before timing ("check before timing"), then times all of them side by side in one process,
-interleaved, keeping the best of the repeats (BLIS's habit: the minimum is the least-disturbed
-run)."""
+interleaved round by round (time_interleaved), keeping the best of the rounds (BLIS's habit:
+the minimum is the least-disturbed run)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,33 @@ class Case:
 
 
 SETTLE_SECONDS = 0.3
+
+
+def time_interleaved(fns: dict, min_time=0.2, repeat=7, max_calls=200, settle=0.12) -> dict:
+    """Best seconds per call of each callable, timed in turns: round r runs every peer once
+    (its own number of calls, each round ~min_time/repeat long), so a disturbance of the
+    shared 2-core VM (a +-10% swing that lasts a second) lands on all peers alike instead of
+    on whichever one was being timed then. A short pause before each peer's turn lets the
+    previous library's spinning threads go to sleep (OpenBLAS busy-waits ~0.1 s; see
+    time_best)."""
+    inner = {}
+    for name, fn in fns.items():
+        time.sleep(SETTLE_SECONDS)
+        fn()  # warm-up (page faults, thread pools, caches)
+        t0 = time.perf_counter()
+        fn()
+        one = max(time.perf_counter() - t0, 1e-7)
+        inner[name] = int(min(max_calls, max(1, (min_time / repeat) / one)))
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            time.sleep(settle)
+            fn()  # the call that wakes the thread pool is not timed
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / inner[name])
+    return best
 
 
 def time_best(fn, min_time=0.2, repeat=5, max_calls=200) -> float:

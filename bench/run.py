@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     import numpy as np  # noqa: F401  (after the thread variables)
 
     import fastlayers as fl
-    from common import machine_info, results_match, time_best
+    from common import machine_info, results_match, time_interleaved
     import peak
 
     torch = None
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                 for name, fn in peers.items():
                     if name != "fastlayers" and not results_match(fn(), ref_out, case.rtol):
                         mismatch.append(name)
-            times = {name: time_best(fn) for name, fn in peers.items()}
+            times = time_interleaved(peers)
             t_fl = times["fastlayers"]
             t_np, t_torch = times.get("numpy"), times.get("torch")
             pct = (100 * case.flops / t_fl / 1e9 / fma_peak) if case.flops else (
