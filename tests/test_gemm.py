@@ -324,6 +324,30 @@ def test_gemm_column_split_across_column_blocks(rng):
         fl.set_num_threads(before)
 
 
+def test_gemm_skinny_m_large_b_column_blocks(rng):
+    """Few rows against a B beyond 16 MiB: each thread packs its own columns [c0, c1) in equal
+    blocks of up to 4096 columns starting at c0 (n = 9001: 3 blocks of 3008 columns, the last
+    ragged; 2 and 3 threads: blocks starting mid-matrix), B sliced (row stride > n), k in two
+    k blocks, with alpha, beta and the fused bias + ReLU on the last k block."""
+    from fastlayers import _core
+    before = fl.get_num_threads()
+    try:
+        for m, n, k in ((10, 9001, 500), (16, 4500, 1000)):
+            a = randn(rng, m, k)
+            b = randn(rng, k, n + 5)[:, 2:2 + n]
+            c0, bias = randn(rng, m, n), randn(rng, n)
+            want = R.gemm(*f64(a, b))
+            want_epi = np.maximum(0.5 * want + 2.0 * c0.astype(np.float64) + bias.astype(np.float64), 0.0)
+            for threads in (1, 2, 3):
+                fl.set_num_threads(threads)
+                assert_close(fl.gemm(a, b), want, name=f"{(m, n, k)} threads={threads}")
+                out = c0.copy()
+                _core.gemm(a, b, out, 0.5, 2.0, None, bias, 1)  # act 1: relu
+                assert_close(out, want_epi, name=f"{(m, n, k)} epilogue threads={threads}")
+    finally:
+        fl.set_num_threads(before)
+
+
 @pytest.mark.parametrize("m", [1, 4, 5, 13])
 @pytest.mark.parametrize("act", [0, 1, 5])
 def test_gemm_epilogue_gemv(rng, m, act):
