@@ -325,16 +325,18 @@ def test_gemm_column_split_across_column_blocks(rng):
 
 
 def test_gemm_skinny_m_large_b_column_blocks(rng):
-    """Few rows against a B beyond 16 MiB: each thread packs its own columns [c0, c1) in equal
-    blocks of up to 4096 columns starting at c0 (n = 9001: 3 blocks of 3008 columns, the last
-    ragged; 2 and 3 threads: blocks starting mid-matrix), B sliced (row stride > n), k in two
-    k blocks, with alpha, beta and the fused bias + ReLU on the last k block."""
+    """Few rows against a B beyond 16 MiB (pack_ahead: the micro-kernels pack the next B block):
+    each thread packs its own columns [c0, c1) in equal blocks of up to 4096 columns starting at
+    c0 (n = 9001: 3 blocks of 3008 columns, the last ragged; 2 and 3 threads: blocks starting
+    mid-matrix), B sliced (row stride > n) or with a negative row stride, k in several k blocks,
+    with alpha, beta and the fused bias + ReLU on the last k block (whose kernels pack nothing,
+    so the next column block is packed the plain way)."""
     from fastlayers import _core
     before = fl.get_num_threads()
     try:
-        for m, n, k in ((10, 9001, 500), (16, 4500, 1000)):
+        for m, n, k, neg in ((10, 9001, 500, False), (16, 4500, 1000, False), (23, 4100, 1100, True)):
             a = randn(rng, m, k)
-            b = randn(rng, k, n + 5)[:, 2:2 + n]
+            b = randn(rng, 2 * k, n)[::-2] if neg else randn(rng, k, n + 5)[:, 2:2 + n]
             c0, bias = randn(rng, m, n), randn(rng, n)
             want = R.gemm(*f64(a, b))
             want_epi = np.maximum(0.5 * want + 2.0 * c0.astype(np.float64) + bias.astype(np.float64), 0.0)

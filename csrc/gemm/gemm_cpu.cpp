@@ -219,7 +219,7 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   const index_t c0 = split_at(p.n, g.tn, tj, NR), c1 = split_at(p.n, g.tn, tj + 1, NR);
   const index_t rows_max = ceil_div(ceil_div(p.m, MR), g.tm) * MR;
   const index_t cols_max = ceil_div(ceil_div(p.n, NR), g.tn) * NR;
-  const bool direct_a =
+  const bool a_fits =
       cols_max <= kDirectACols || rows_max * p.k * static_cast<index_t>(sizeof(float)) <= kDirectABytes;
   const index_t MC = round_up(std::min<index_t>(uk.mc, rows_max), MR);
   const bool have_short = uk.fn_ex_short[0][0] != nullptr;
@@ -249,18 +249,26 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   // DRAM, each packed block feeding one A block): blocks of up to kSkinnyBlockBytes spanning the
   // thread's columns [c0, c1) in equal parts, not nc-wide blocks from column 0, so B's rows are
   // read in runs as long as possible (n = 4096: one 16 KiB run, not 12 KiB + 4 KiB).
+  const bool skinny = own_b && !jit_b && !stream_b && r1 - r0 <= MC && c0 < c1;
   index_t NC = round_up(uk.nc, NR), jc_begin = 0, jc_end = p.n;
-  if (own_b && !jit_b && !stream_b && r1 - r0 <= MC && c0 < c1) {
+  if (skinny) {
     const index_t cap = std::max(NC, kSkinnyBlockBytes / (KC * static_cast<index_t>(sizeof(float))) / NR * NR);
     NC = round_up(ceil_div(c1 - c0, ceil_div(c1 - c0, cap)), NR);
     jc_begin = c0;
     jc_end = c1;
   }
+  // pack_ahead (skinny, B rows contiguous): the micro-kernels computing on B block i copy block
+  // i+1 into a second buffer as a side job (SideCopy, ukernel.h), row by row in long runs, so B
+  // streams from DRAM under the FMAs instead of in a pass of its own between the blocks (the
+  // pack was ~40% of 16 x 4096 x 4096 on one core). The first block, and a block after one
+  // that applies the epilogue (its kernels have no side copy), are packed the plain way.
+  const bool pack_ahead = skinny && p.b_cs == 1 && uk.fn_copy[0] != nullptr;
+  const bool direct_a = a_fits && !pack_ahead;  // (the side-copy kernels read a packed A)
   const index_t own_cols = stream_b ? kStreamPanels * NR : std::min(NC, round_up(c1 - c0, NR));
   float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
   float* b_local = a_pack + MC * KC + 8;
-  // own_b: this thread's B panels of one (jc, pc) block, in a buffer of its own.
-  float* own_buf = own_b && !jit_b ? thread_scratch_b(KC * own_cols) : nullptr;
+  // own_b: this thread's B panels of one (jc, pc) block, in a buffer of its own (two for pack_ahead).
+  float* own_buf = own_b && !jit_b ? thread_scratch_b((pack_ahead ? 2 : 1) * KC * own_cols) : nullptr;
   auto pack_panel = [&](index_t pc, index_t kc, index_t j0, int cols, float* dst) {
     const float* src = p.b + pc * p.b_rs + j0 * p.b_cs;
     if (uk.pack_b) {
@@ -320,6 +328,7 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
     }
   };
   int step = 0;
+  bool ahead_ready = false;  // pack_ahead: the block about to start was packed by the previous one
   for (index_t jc = jc_begin; jc < jc_end; jc += NC) {
     const index_t nc = std::min(NC, jc_end - jc);
     const index_t jr_panels = ceil_div(nc, NR);
@@ -346,6 +355,54 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
                           static_cast<int>(std::min<index_t>(NR, j_hi - j0)), beta, fi);
           }
         }
+        continue;
+      }
+      if (pack_ahead) {
+        float* cur = own_buf + (step & 1) * KC * own_cols;
+        float* nxt = own_buf + ((step + 1) & 1) * KC * own_cols;
+        ++step;
+        const index_t panels = ceil_div(nc, NR);
+        if (!ahead_ready)
+          pack_panels(pc, kc, jc, nc, 0, panels, [&](index_t jp) { return cur + jp * NR * kc; });
+        // The next block of this thread: (jc, pc + kc) or the first k block of the next columns.
+        index_t njc = jc, npc = pc + kc;
+        if (npc >= p.k) {
+          npc = 0;
+          njc = jc + NC;
+        }
+        const bool has_next = njc < jc_end && fi == 0;
+        const index_t nkc = has_next ? std::min(KC, p.k - npc) : 0;
+        const index_t nnc = has_next ? std::min(NC, jc_end - njc) : 0, nfull = nnc / NR;
+        const index_t mc = r1 - r0;
+        const RowTiles rt(mc, MR, have_short);
+        const float* a_blk = p.a + r0 * p.a_rs + pc * p.a_cs;
+        pack_a_block(rt, a_blk, mc, kc);
+        // The next block's full panels, kc x nfull runs of NR floats, dealt evenly to the tiles.
+        const index_t total = nkc * nfull, calls = panels * rt.count;
+        const float* nsrc = p.b + npc * p.b_rs + njc;
+        index_t done = 0, call = 0;
+        for (index_t jp = 0; jp < panels; ++jp) {
+          const index_t j0 = jc + jp * NR;
+          const int nr = static_cast<int>(std::min<index_t>(NR, jc + nc - j0));
+          const float* bp = cur + jp * NR * kc;
+          if (!has_next) {
+            compute_panel(rt, r0, a_blk, kc, bp, j0, nr, beta, fi);
+            continue;
+          }
+          for (index_t i = 0; i < rt.count; ++i, ++call) {
+            const index_t upto = total * (call + 1) / calls;
+            const index_t row = nfull ? done / nfull : 0, col = nfull ? done % nfull : 0;
+            const SideCopy cp{nsrc + row * p.b_rs + col * NR, p.b_rs, nxt + col * nkc * NR + row * NR, nkc * NR,
+                              nfull, col, upto - done};
+            const int kind = rt.kind(i);
+            uk.fn_copy[kind == 1 || kind == 2 ? kind : 0](kc, a_pack + i * kc * MR, bp, p.c + (r0 + rt.offset(i)) * p.ldc + j0,
+                                                          p.ldc, p.alpha, beta, rt.rows(i), nr, cp);
+            done = upto;
+          }
+        }
+        if (has_next && nnc % NR)  // the next block's ragged last panel (n not a multiple of NR)
+          pack_panel(npc, nkc, njc + nfull * NR, static_cast<int>(nnc % NR), nxt + nfull * NR * nkc);
+        ahead_ready = has_next;
         continue;
       }
       // The packed B block: panel of column j starts at blk + (j - blk_j0) * kc.
