@@ -330,11 +330,13 @@ def test_gemm_skinny_m_large_b_column_blocks(rng):
     c0 (n = 9001: 3 blocks of 3008 columns, the last ragged; 2 and 3 threads: blocks starting
     mid-matrix), B sliced (row stride > n) or with a negative row stride, k in several k blocks,
     with alpha, beta and the fused bias + ReLU on the last k block (whose kernels pack nothing,
-    so the next column block is packed the plain way)."""
+    so the next column block is packed the plain way). With 2+ threads pack_ahead needs 32+ rows
+    per thread (m = 40); fewer take the plain pack."""
     from fastlayers import _core
     before = fl.get_num_threads()
     try:
-        for m, n, k, neg in ((10, 9001, 500, False), (16, 4500, 1000, False), (23, 4100, 1100, True)):
+        for m, n, k, neg in ((10, 9001, 500, False), (16, 4500, 1000, False), (23, 4100, 1100, True),
+                             (40, 4100, 1100, False)):  # 40 rows: pack_ahead with 2 and 3 threads too
             a = randn(rng, m, k)
             b = randn(rng, 2 * k, n)[::-2] if neg else randn(rng, k, n + 5)[:, 2:2 + n]
             c0, bias = randn(rng, m, n), randn(rng, n)

@@ -170,6 +170,7 @@ constexpr index_t kStreamBBytes = index_t{16} << 20;
 // x 3072 (+ 1024) vs x 4096 columns, m x 4096 x 4096 (harness, CPU time, 2 runs each): m = 8
 // 33.7 -> 37.2 GFLOP/s, 16 49.8 -> 54.2, 32 65.5 -> 68.5, 64 74.6 -> 77.5.
 constexpr index_t kSkinnyBlockBytes = index_t{4} << 20;
+constexpr index_t kAheadRowsShared = 32;  // pack_ahead with 2+ threads: rows per thread (below)
 
 // The row tiles of an mc-row block: tile i has rows(i) rows from row offset(i). With the
 // short kernels (MR - 1 and MR - 2 rows) an mc that is not a multiple of MR is dealt as
@@ -262,7 +263,12 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   // streams from DRAM under the FMAs instead of in a pass of its own between the blocks (the
   // pack was ~40% of 16 x 4096 x 4096 on one core). The first block, and a block after one
   // that applies the epilogue (its kernels have no side copy), are packed the plain way.
-  const bool pack_ahead = skinny && p.b_cs == 1 && uk.fn_copy[0] != nullptr;
+  // With several threads each streams its share of B at once, at a fraction of the bandwidth
+  // one core gets: the side copies then stall the FMAs they should hide under unless a thread
+  // has enough rows of arithmetic per B element (2 threads, m x 4096 x 4096, vs the plain pack,
+  // interleaved, wall time, best of 11 rounds: m = 8 0.86x, 16 0.96x, 32 1.05x, 64 1.07x).
+  const bool pack_ahead =
+      skinny && p.b_cs == 1 && uk.fn_copy[0] != nullptr && (T == 1 || r1 - r0 >= kAheadRowsShared);
   const bool direct_a = a_fits && !pack_ahead;  // (the side-copy kernels read a packed A)
   const index_t own_cols = stream_b ? kStreamPanels * NR : std::min(NC, round_up(c1 - c0, NR));
   float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
