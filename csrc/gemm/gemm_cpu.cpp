@@ -10,10 +10,11 @@
 // A read in place (small/narrow problems), B panels packed per thread just before use (small
 // or transposed B, narrow n), per-thread B blocks without barriers (column splits), B packed
 // a few panels at a time next to the compute when a thread has one A block (skinny M), row
-// tiles of MR, MR-1 and MR-2 rows (no padded edge tile), a streaming kernel for M <= 4, and
-// dot products for n == 1 (GEMV; k split across threads when m == 1). The epilogue (bias +
-// activation) is applied in the micro-kernel's registers on the last kc block, so
-// linear(..., activation) costs no extra pass over C.
+// tiles of MR, MR-1 and MR-2 rows (no padded edge tile), B packed a block ahead by the
+// micro-kernels themselves when a skinny M meets a B from DRAM (pack_ahead), a streaming
+// kernel for M <= 4, and dot products for n == 1 (GEMV; k split across threads when m == 1).
+// The epilogue (bias + activation) is applied in the micro-kernel's registers on the last kc
+// block, so linear(..., activation) costs no extra pass over C.
 #include <omp.h>
 
 #include <algorithm>
@@ -243,7 +244,8 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   // of L3 (16 MiB): beyond, B comes from DRAM, where the whole-block pack's long row runs
   // (12 KiB) suit the prefetchers better than 512-byte runs, most of all with both cores
   // streaming (64 x 4096 x 4096 on one core: no gain; two threads unmeasurable on the loaded
-  // machine, so the old route is kept there).
+  // machine, so the old route is kept there). Beyond: pack_ahead below. (pack_ahead in place
+  // of stream_b, one core: 64 / 32 / 16 x 2048 x 512 1.01 / 1.00 / 0.98x, 8 x 2048 x 512 0.85x.)
   const bool stream_b =
       own_b && !jit_b && r1 - r0 <= MC && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kStreamBBytes;
   // B blocks (jc loop) of NC columns. Skinny M on its own B columns beyond stream_b (a B from
@@ -367,9 +369,8 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
         float* cur = own_buf + (step & 1) * KC * own_cols;
         float* nxt = own_buf + ((step + 1) & 1) * KC * own_cols;
         ++step;
-        const index_t panels = ceil_div(nc, NR);
         if (!ahead_ready)
-          pack_panels(pc, kc, jc, nc, 0, panels, [&](index_t jp) { return cur + jp * NR * kc; });
+          pack_panels(pc, kc, jc, nc, 0, jr_panels, [&](index_t jp) { return cur + jp * NR * kc; });
         // The next block of this thread: (jc, pc + kc) or the first k block of the next columns.
         index_t njc = jc, npc = pc + kc;
         if (npc >= p.k) {
@@ -384,10 +385,10 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
         const float* a_blk = p.a + r0 * p.a_rs + pc * p.a_cs;
         pack_a_block(rt, a_blk, mc, kc);
         // The next block's full panels, kc x nfull runs of NR floats, dealt evenly to the tiles.
-        const index_t total = nkc * nfull, calls = panels * rt.count;
+        const index_t total = nkc * nfull, calls = jr_panels * rt.count;
         const float* nsrc = p.b + npc * p.b_rs + njc;
         index_t done = 0, call = 0;
-        for (index_t jp = 0; jp < panels; ++jp) {
+        for (index_t jp = 0; jp < jr_panels; ++jp) {
           const index_t j0 = jc + jp * NR;
           const int nr = static_cast<int>(std::min<index_t>(NR, jc + nc - j0));
           const float* bp = cur + jp * NR * kc;
@@ -401,8 +402,9 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
             const SideCopy cp{nsrc + row * p.b_rs + col * NR, p.b_rs, nxt + col * nkc * NR + row * NR, nkc * NR,
                               nfull, col, upto - done};
             const int kind = rt.kind(i);
-            uk.fn_copy[kind == 1 || kind == 2 ? kind : 0](kc, a_pack + i * kc * MR, bp, p.c + (r0 + rt.offset(i)) * p.ldc + j0,
-                                                          p.ldc, p.alpha, beta, rt.rows(i), nr, cp);
+            float* ct = p.c + (r0 + rt.offset(i)) * p.ldc + j0;
+            uk.fn_copy[kind == 1 || kind == 2 ? kind : 0](kc, a_pack + i * kc * MR, bp, ct, p.ldc, p.alpha, beta,
+                                                          rt.rows(i), nr, cp);
             done = upto;
           }
         }

@@ -114,12 +114,12 @@ void ukernel_ex(index_t kc, const float* a, index_t ars, index_t acs, const floa
   store_tile<S, MR, NV, ACT>(acc, c, ldc, alpha, beta, mr, nr, epi);
 }
 
-// The packed-A micro-kernel with a side copy (see SideCopy): run r is copied after k step p
-// where r * kc / count first falls below p + 1 (a Bresenham walk), so the runs are spread evenly
-// over the k loop rather than bunched at its start: m x 4096 x 4096 on one Zen 3 core
-// (harness, CPU time), B packed by the blocks before vs by the kernels spread / bunched:
-// m = 16 9.9 -> 7.7 / 9.2 ms. Each run's source is prefetched kSideCopyAhead floats (2 KiB)
-// ahead (m = 8: 6.4 -> 5.6 ms; 128: 6.1, 2048: 6.0, 8192: 5.8).
+// The packed-A micro-kernel with a side copy (see SideCopy): after k step p, floor((p + 1) *
+// count / kc) runs have been copied (a Bresenham walk), so the runs are spread evenly over the
+// k loop rather than bunched at its start: m x 4096 x 4096 on one Zen 3 core (harness, CPU
+// time), B packed in a pass before each block vs by the kernels, spread / bunched: m = 16
+// 9.9 -> 7.7 / 9.2 ms, m = 8 7.2 -> 6.5 / 7.4 ms. Each run's source is prefetched
+// kSideCopyAhead floats (2 KiB) ahead (m = 8: 6.4 -> 5.6 ms; 128 floats 6.1, 2048 6.0, 8192 5.8).
 constexpr index_t kSideCopyAhead = 512;
 
 template <class S, int MR, int NV, int AS>
