@@ -324,6 +324,34 @@ def test_gemm_column_split_across_column_blocks(rng):
         fl.set_num_threads(before)
 
 
+def test_gemm_skinny_m_large_b_column_blocks(rng):
+    """Few rows against a B beyond 16 MiB (pack_ahead: the micro-kernels pack the next B block):
+    each thread packs its own columns [c0, c1) in equal blocks of up to 4096 columns starting at
+    c0 (n = 9001: 3 blocks of 3008 columns, the last ragged; 2 and 3 threads: blocks starting
+    mid-matrix), B sliced (row stride > n) or with a negative row stride, k in several k blocks,
+    with alpha, beta and the fused bias + ReLU on the last k block (whose kernels pack nothing,
+    so the next column block is packed the plain way). With 2+ threads pack_ahead needs 32+ rows
+    per thread (m = 40); fewer take the plain pack."""
+    from fastlayers import _core
+    before = fl.get_num_threads()
+    try:
+        for m, n, k, neg in ((10, 9001, 500, False), (16, 4500, 1000, False), (23, 4100, 1100, True),
+                             (40, 4100, 1100, False)):  # 40 rows: pack_ahead with 2 and 3 threads too
+            a = randn(rng, m, k)
+            b = randn(rng, 2 * k, n)[::-2] if neg else randn(rng, k, n + 5)[:, 2:2 + n]
+            c0, bias = randn(rng, m, n), randn(rng, n)
+            want = R.gemm(*f64(a, b))
+            want_epi = np.maximum(0.5 * want + 2.0 * c0.astype(np.float64) + bias.astype(np.float64), 0.0)
+            for threads in (1, 2, 3):
+                fl.set_num_threads(threads)
+                assert_close(fl.gemm(a, b), want, name=f"{(m, n, k)} threads={threads}")
+                out = c0.copy()
+                _core.gemm(a, b, out, 0.5, 2.0, None, bias, 1)  # act 1: relu
+                assert_close(out, want_epi, name=f"{(m, n, k)} epilogue threads={threads}")
+    finally:
+        fl.set_num_threads(before)
+
+
 @pytest.mark.parametrize("m", [1, 4, 5, 13])
 @pytest.mark.parametrize("act", [0, 1, 5])
 def test_gemm_epilogue_gemv(rng, m, act):

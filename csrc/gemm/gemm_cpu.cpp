@@ -10,10 +10,11 @@
 // A read in place (small/narrow problems), B panels packed per thread just before use (small
 // or transposed B, narrow n), per-thread B blocks without barriers (column splits), B packed
 // a few panels at a time next to the compute when a thread has one A block (skinny M), row
-// tiles of MR, MR-1 and MR-2 rows (no padded edge tile), a streaming kernel for M <= 4, and
-// dot products for n == 1 (GEMV; k split across threads when m == 1). The epilogue (bias +
-// activation) is applied in the micro-kernel's registers on the last kc block, so
-// linear(..., activation) costs no extra pass over C.
+// tiles of MR, MR-1 and MR-2 rows (no padded edge tile), B packed a block ahead by the
+// micro-kernels themselves when a skinny M meets a B from DRAM (pack_ahead), a streaming
+// kernel for M <= 4, and dot products for n == 1 (GEMV; k split across threads when m == 1).
+// The epilogue (bias + activation) is applied in the micro-kernel's registers on the last kc
+// block, so linear(..., activation) costs no extra pass over C.
 #include <omp.h>
 
 #include <algorithm>
@@ -165,6 +166,12 @@ constexpr int kMaxDotThreads = 64;
 // runs 8 KiB apart) lost 5% to the whole-block pack on 32 x 2048 x 512.
 constexpr index_t kStreamPanels = 8;
 constexpr index_t kStreamBBytes = index_t{16} << 20;
+// Skinny M with a B beyond kStreamBBytes: a B block of up to 4 MiB (kc = 256: 4096 columns),
+// so a row of n = 4096 is packed as one 16 KiB run. One Zen 3 core, packed blocks of 256 rows
+// x 3072 (+ 1024) vs x 4096 columns, m x 4096 x 4096 (harness, CPU time, 2 runs each): m = 8
+// 33.7 -> 37.2 GFLOP/s, 16 49.8 -> 54.2, 32 65.5 -> 68.5, 64 74.6 -> 77.5.
+constexpr index_t kSkinnyBlockBytes = index_t{4} << 20;
+constexpr index_t kAheadRowsShared = 32;  // pack_ahead with 2+ threads: rows per thread (below)
 
 // The row tiles of an mc-row block: tile i has rows(i) rows from row offset(i). With the
 // short kernels (MR - 1 and MR - 2 rows) an mc that is not a multiple of MR is dealt as
@@ -207,14 +214,14 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   const int MR = uk.mr, NR = uk.nr;
   // k split into equal blocks of at most uk.kc: k = 257 ran a whole second pass over C with
   // kc = 1 (513 x 1025 x 257: 0.90x -> 1.02x NumPy with 129 + 128).
-  const index_t KC = ceil_div(p.k, ceil_div(p.k, uk.kc)), NC = round_up(uk.nc, NR);
+  const index_t KC = ceil_div(p.k, ceil_div(p.k, uk.kc));
   const Grid g = choose_grid(p.m, p.n, p.k, T, MR, NR);
   const int ti = t / g.tn, tj = t % g.tn;
   const index_t r0 = split_at(p.m, g.tm, ti, MR), r1 = split_at(p.m, g.tm, ti + 1, MR);
   const index_t c0 = split_at(p.n, g.tn, tj, NR), c1 = split_at(p.n, g.tn, tj + 1, NR);
   const index_t rows_max = ceil_div(ceil_div(p.m, MR), g.tm) * MR;
   const index_t cols_max = ceil_div(ceil_div(p.n, NR), g.tn) * NR;
-  const bool direct_a =
+  const bool a_fits =
       cols_max <= kDirectACols || rows_max * p.k * static_cast<index_t>(sizeof(float)) <= kDirectABytes;
   const index_t MC = round_up(std::min<index_t>(uk.mc, rows_max), MR);
   const bool have_short = uk.fn_ex_short[0][0] != nullptr;
@@ -237,14 +244,39 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
   // of L3 (16 MiB): beyond, B comes from DRAM, where the whole-block pack's long row runs
   // (12 KiB) suit the prefetchers better than 512-byte runs, most of all with both cores
   // streaming (64 x 4096 x 4096 on one core: no gain; two threads unmeasurable on the loaded
-  // machine, so the old route is kept there).
+  // machine, so the old route is kept there). Beyond: pack_ahead below. (pack_ahead in place
+  // of stream_b, one core: 64 / 32 / 16 x 2048 x 512 1.01 / 1.00 / 0.98x, 8 x 2048 x 512 0.85x.)
   const bool stream_b =
       own_b && !jit_b && r1 - r0 <= MC && p.k * p.n * static_cast<index_t>(sizeof(float)) <= kStreamBBytes;
-  const index_t own_cols = stream_b ? kStreamPanels * NR : std::min(round_up(uk.nc, NR), round_up(c1 - c0, NR));
+  // B blocks (jc loop) of NC columns. Skinny M on its own B columns beyond stream_b (a B from
+  // DRAM, each packed block feeding one A block): blocks of up to kSkinnyBlockBytes spanning the
+  // thread's columns [c0, c1) in equal parts, not nc-wide blocks from column 0, so B's rows are
+  // read in runs as long as possible (n = 4096: one 16 KiB run, not 12 KiB + 4 KiB).
+  const bool skinny = own_b && !jit_b && !stream_b && r1 - r0 <= MC && c0 < c1;
+  index_t NC = round_up(uk.nc, NR), jc_begin = 0, jc_end = p.n;
+  if (skinny) {
+    const index_t cap = std::max(NC, kSkinnyBlockBytes / (KC * static_cast<index_t>(sizeof(float))) / NR * NR);
+    NC = round_up(ceil_div(c1 - c0, ceil_div(c1 - c0, cap)), NR);
+    jc_begin = c0;
+    jc_end = c1;
+  }
+  // pack_ahead (skinny, B rows contiguous): the micro-kernels computing on B block i copy block
+  // i+1 into a second buffer as a side job (SideCopy, ukernel.h), row by row in long runs, so B
+  // streams from DRAM under the FMAs instead of in a pass of its own between the blocks (the
+  // pack was ~40% of 16 x 4096 x 4096 on one core). The first block, and a block after one
+  // that applies the epilogue (its kernels have no side copy), are packed the plain way.
+  // With several threads each streams its share of B at once, at a fraction of the bandwidth
+  // one core gets: the side copies then stall the FMAs they should hide under unless a thread
+  // has enough rows of arithmetic per B element (2 threads, m x 4096 x 4096, vs the plain pack,
+  // interleaved, wall time, best of 11 rounds: m = 8 0.86x, 16 0.96x, 32 1.05x, 64 1.07x).
+  const bool pack_ahead =
+      skinny && p.b_cs == 1 && uk.fn_copy[0] != nullptr && (T == 1 || r1 - r0 >= kAheadRowsShared);
+  const bool direct_a = a_fits && !pack_ahead;  // (the side-copy kernels read a packed A)
+  const index_t own_cols = stream_b ? kStreamPanels * NR : std::min(NC, round_up(c1 - c0, NR));
   float* a_pack = thread_scratch_a(MC * KC + 8 + KC * NR);  // + 8: pack_a's store slack
   float* b_local = a_pack + MC * KC + 8;
-  // own_b: this thread's B panels of one (jc, pc) block, in a buffer of its own.
-  float* own_buf = own_b && !jit_b ? thread_scratch_b(KC * own_cols) : nullptr;
+  // own_b: this thread's B panels of one (jc, pc) block, in a buffer of its own (two for pack_ahead).
+  float* own_buf = own_b && !jit_b ? thread_scratch_b((pack_ahead ? 2 : 1) * KC * own_cols) : nullptr;
   auto pack_panel = [&](index_t pc, index_t kc, index_t j0, int cols, float* dst) {
     const float* src = p.b + pc * p.b_rs + j0 * p.b_cs;
     if (uk.pack_b) {
@@ -304,8 +336,9 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
     }
   };
   int step = 0;
-  for (index_t jc = 0; jc < p.n; jc += NC) {
-    const index_t nc = std::min(NC, p.n - jc);
+  bool ahead_ready = false;  // pack_ahead: the block about to start was packed by the previous one
+  for (index_t jc = jc_begin; jc < jc_end; jc += NC) {
+    const index_t nc = std::min(NC, jc_end - jc);
     const index_t jr_panels = ceil_div(nc, NR);
     for (index_t pc = 0; pc < p.k; pc += KC) {
       const index_t kc = std::min(KC, p.k - pc);
@@ -330,6 +363,54 @@ void blocked_worker(const GemmParams& p, const Ukernel& uk, float* b_pack, index
                           static_cast<int>(std::min<index_t>(NR, j_hi - j0)), beta, fi);
           }
         }
+        continue;
+      }
+      if (pack_ahead) {
+        float* cur = own_buf + (step & 1) * KC * own_cols;
+        float* nxt = own_buf + ((step + 1) & 1) * KC * own_cols;
+        ++step;
+        if (!ahead_ready)
+          pack_panels(pc, kc, jc, nc, 0, jr_panels, [&](index_t jp) { return cur + jp * NR * kc; });
+        // The next block of this thread: (jc, pc + kc) or the first k block of the next columns.
+        index_t njc = jc, npc = pc + kc;
+        if (npc >= p.k) {
+          npc = 0;
+          njc = jc + NC;
+        }
+        const bool has_next = njc < jc_end && fi == 0;
+        const index_t nkc = has_next ? std::min(KC, p.k - npc) : 0;
+        const index_t nnc = has_next ? std::min(NC, jc_end - njc) : 0, nfull = nnc / NR;
+        const index_t mc = r1 - r0;
+        const RowTiles rt(mc, MR, have_short);
+        const float* a_blk = p.a + r0 * p.a_rs + pc * p.a_cs;
+        pack_a_block(rt, a_blk, mc, kc);
+        // The next block's full panels, kc x nfull runs of NR floats, dealt evenly to the tiles.
+        const index_t total = nkc * nfull, calls = jr_panels * rt.count;
+        const float* nsrc = p.b + npc * p.b_rs + njc;
+        index_t done = 0, call = 0;
+        for (index_t jp = 0; jp < jr_panels; ++jp) {
+          const index_t j0 = jc + jp * NR;
+          const int nr = static_cast<int>(std::min<index_t>(NR, jc + nc - j0));
+          const float* bp = cur + jp * NR * kc;
+          if (!has_next) {
+            compute_panel(rt, r0, a_blk, kc, bp, j0, nr, beta, fi);
+            continue;
+          }
+          for (index_t i = 0; i < rt.count; ++i, ++call) {
+            const index_t upto = total * (call + 1) / calls;
+            const index_t row = nfull ? done / nfull : 0, col = nfull ? done % nfull : 0;
+            const SideCopy cp{nsrc + row * p.b_rs + col * NR, p.b_rs, nxt + col * nkc * NR + row * NR, nkc * NR,
+                              nfull, col, upto - done};
+            const int kind = rt.kind(i);
+            float* ct = p.c + (r0 + rt.offset(i)) * p.ldc + j0;
+            uk.fn_copy[kind == 1 || kind == 2 ? kind : 0](kc, a_pack + i * kc * MR, bp, ct, p.ldc, p.alpha, beta,
+                                                          rt.rows(i), nr, cp);
+            done = upto;
+          }
+        }
+        if (has_next && nnc % NR)  // the next block's ragged last panel (n not a multiple of NR)
+          pack_panel(npc, nkc, njc + nfull * NR, static_cast<int>(nnc % NR), nxt + nfull * NR * nkc);
+        ahead_ready = has_next;
         continue;
       }
       // The packed B block: panel of column j starts at blk + (j - blk_j0) * kc.

@@ -39,6 +39,26 @@ using UkernelExFn = void (*)(index_t kc, const float* a, index_t ars, index_t ac
                              float* c, index_t ldc, float alpha, float beta, int mr, int nr,
                              const TileEpilogue* epi);
 
+// The side copy of a fused B pack (gemm_cpu.cpp, pack_ahead): while a tile computes, it also
+// copies `count` runs of NR floats of the next B block into that block's packed panels, spread
+// evenly over its k loop (about one run per few k steps: the loads and stores use ports the FMAs
+// leave idle, and B streams from DRAM under the arithmetic). The runs walk the next block row by
+// row: run r is the NR floats at src (then src + NR, ...; after `panels` runs, the next row at
+// src_rs) to dst (then dst + panel_stride, ...; after `panels` runs, back to the first panel, NR
+// floats down); `panel` is the first run's panel index within its row.
+struct SideCopy {
+  const float* src;
+  index_t src_rs;
+  float* dst;
+  index_t panel_stride;
+  index_t panels, panel;
+  index_t count;
+};
+
+// fn (packed A, ars = 1, acs = MR, ldb = NR) plus the side copy; no epilogue.
+using UkernelCopyFn = void (*)(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
+                               float beta, int mr, int nr, const SideCopy& copy);
+
 // C[0:M, j0:j1] of a GEMM with M = p.m <= 4 rows and B's columns contiguous (b_cs == 1),
 // the epilogue included: B streamed row by row, each row read once and contiguously.
 using SmallMFn = void (*)(const GemmParams& p, index_t j0, index_t j1);
@@ -70,6 +90,9 @@ struct Ukernel {
   // tile (32 rows: 6,6,5,5,5,5 instead of 6,6,6,6,6,6 with 4 rows wasted). Null: none.
   UkernelExFn fn_ex_short[2][7];
   UkernelExFn fn_ex_strided_short[2][7];
+  // fn with a side copy (SideCopy): [0] tiles of MR rows (or a ragged mr < MR), [d] of MR - d
+  // rows (the fn_ex_short layout). Null: none (no fused B pack for this ISA).
+  UkernelCopyFn fn_copy[3];
   SmallMFn small_m[4];           // index M-1; null: none for this ISA
   GemvFn gemv;                   // null: none for this ISA
   DotFn dot;
