@@ -35,6 +35,10 @@ class Case:
 
 
 SETTLE_SECONDS = 0.3
+# Untimed calls before each timed turn of time_interleaved, at least this long: after a pause
+# the first ~0.5 ms of work runs slow (thread pool and idle vCPUs waking: 2-thread 256^3 GEMM,
+# 20 calls, 122 GFLOP/s right after a 0.15 s sleep, 172 after), which one call does not cover.
+WARM_SECONDS = 0.005
 
 
 def time_interleaved(fns: dict, min_time=0.2, repeat=7, max_calls=200, settle=0.12) -> dict:
@@ -44,7 +48,7 @@ def time_interleaved(fns: dict, min_time=0.2, repeat=7, max_calls=200, settle=0.
     on whichever one was being timed then. A short pause before each peer's turn lets the
     previous library's spinning threads go to sleep (OpenBLAS busy-waits ~0.1 s; see
     time_best)."""
-    inner = {}
+    inner, warm = {}, {}
     for name, fn in fns.items():
         time.sleep(SETTLE_SECONDS)
         fn()  # warm-up (page faults, thread pools, caches)
@@ -52,11 +56,13 @@ def time_interleaved(fns: dict, min_time=0.2, repeat=7, max_calls=200, settle=0.
         fn()
         one = max(time.perf_counter() - t0, 1e-7)
         inner[name] = int(min(max_calls, max(1, (min_time / repeat) / one)))
+        warm[name] = int(min(max_calls, max(1, WARM_SECONDS / one)))
     best = {name: float("inf") for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             time.sleep(settle)
-            fn()  # the call that wakes the thread pool is not timed
+            for _ in range(warm[name]):  # untimed: wakes the thread pool and the idle cores
+                fn()
             t0 = time.perf_counter()
             for _ in range(inner[name]):
                 fn()
