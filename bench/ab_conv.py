@@ -20,17 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastlayers as fl
-from common import machine_info
+from common import machine_info, time_rounds
 from fastlayers import reference as R
 
 LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]
-
-
-def best_of(fn, inner: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - t0) / inner
 
 
 def main() -> None:
@@ -59,15 +52,7 @@ def main() -> None:
                 tx, tw = torch.from_numpy(x), torch.from_numpy(w)
                 fns["torch"] = lambda tx=tx, tw=tw: torch.nn.functional.conv2d(tx, tw, None, 1, 1)
             flops = 2.0 * n * c * c * 9 * h * h
-            one = best_of(fns["fastlayers"], 1)
-            inner = max(1, int(0.05 / max(one, 1e-6)))
-            times = {k: [] for k in fns}
-            for _ in range(args.rounds):
-                for k, f in fns.items():
-                    time.sleep(0.12)  # the previous library's threads stop spinning
-                    for _ in range(1 if k == "numpy" else max(1, int(0.005 / one))):
-                        f()  # untimed warm-up: thread pools and idle cores wake (bench/common.py)
-                    times[k].append(best_of(f, 1 if k == "numpy" else inner))
+            times = time_rounds(fns, min_time=0.05 * args.rounds, repeat=args.rounds)
             best = {k: min(v) for k, v in times.items()}
             med = {k: float(np.median(v)) for k, v in times.items()}
             row = {"shape": f"{n}x{c}x{h}x{h} -> {c}, 3x3 s1",
@@ -85,8 +70,8 @@ def main() -> None:
                   f"(median {row['vs_numpy_median']:.2f})", flush=True)
     if args.json:
         out = {"what": "conv2d forward, ResNet-18 3x3 layers, interleaved rounds in one process "
-                       f"({args.rounds} rounds, fastlayers/NumPy/torch in turn, each after a 0.12 s pause "
-                       "and 5 ms of untimed calls; best and median kept)",
+                       f"({args.rounds} rounds of bench/common.py's time_rounds: fastlayers/NumPy/torch in "
+                       "turn, each after a 0.12 s pause and 5 ms of untimed calls; best and median kept)",
                "command": "PYTHONPATH=python python bench/ab_conv.py " + " ".join(sys.argv[1:]),
                "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": machine_info(), "rows": rows}

@@ -35,19 +35,23 @@ class Case:
 
 
 SETTLE_SECONDS = 0.3
-# Untimed calls before each timed turn of time_interleaved, at least this long: after a pause
+# Untimed calls before each timed turn of time_rounds, at least this long: after a pause
 # the first ~0.5 ms of work runs slow (thread pool and idle vCPUs waking: 2-thread 256^3 GEMM,
 # 20 calls, 122 GFLOP/s right after a 0.15 s sleep, 172 after), which one call does not cover.
 WARM_SECONDS = 0.005
 
 
-def time_interleaved(fns: dict, min_time=0.2, repeat=7, max_calls=200, settle=0.12) -> dict:
-    """Best seconds per call of each callable, timed in turns: round r runs every peer once
-    (its own number of calls, each round ~min_time/repeat long), so a disturbance of the
-    shared 2-core VM (a +-10% swing that lasts a second) lands on all peers alike instead of
-    on whichever one was being timed then. A short pause before each peer's turn lets the
-    previous library's spinning threads go to sleep (OpenBLAS busy-waits ~0.1 s; see
-    time_best)."""
+def time_rounds(fns: dict, min_time=0.2, repeat=7, max_calls=200, settle=0.12) -> dict:
+    """Seconds per call of each callable in each of `repeat` rounds, timed in turns: a round
+    runs every peer once (its own number of calls, ~min_time/repeat each), so a disturbance of
+    the shared 2-core VM (a 10-25% swing that lasts seconds) lands on all peers alike instead
+    of on whichever one was being timed then.
+
+    Before each turn: a pause of `settle` seconds, because thread pools spin after a call
+    (OpenBLAS's workers busy-wait ~0.1 s, libgomp's and torch's shorter) and a peer timed
+    right after another library would share the two cores with those spinning threads (128^3
+    GEMM right after NumPy's call: 47 us, after a pause 27 us); then WARM_SECONDS of untimed
+    calls."""
     inner, warm = {}, {}
     for name, fn in fns.items():
         time.sleep(SETTLE_SECONDS)
@@ -57,7 +61,7 @@ def time_interleaved(fns: dict, min_time=0.2, repeat=7, max_calls=200, settle=0.
         one = max(time.perf_counter() - t0, 1e-7)
         inner[name] = int(min(max_calls, max(1, (min_time / repeat) / one)))
         warm[name] = int(min(max_calls, max(1, WARM_SECONDS / one)))
-    best = {name: float("inf") for name in fns}
+    times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             time.sleep(settle)
@@ -66,31 +70,14 @@ def time_interleaved(fns: dict, min_time=0.2, repeat=7, max_calls=200, settle=0.
             t0 = time.perf_counter()
             for _ in range(inner[name]):
                 fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / inner[name])
-    return best
+            times[name].append((time.perf_counter() - t0) / inner[name])
+    return times
 
 
-def time_best(fn, min_time=0.2, repeat=5, max_calls=200) -> float:
-    """Best seconds per call: `repeat` rounds, each long enough to be measurable.
-
-    It first sleeps SETTLE_SECONDS: thread pools spin after a call (OpenBLAS's workers
-    busy-wait ~0.1 s by default, libgomp's and torch's shorter), and a peer timed right after
-    another library ran would share the two cores with those spinning threads. Measured here:
-    without the pause fastlayers' 128^3 GEMM timed right after NumPy's check call took 47 us,
-    with it 27 us (NumPy: 32 us either way)."""
-    time.sleep(SETTLE_SECONDS)
-    fn()  # warm-up (page faults, thread pools, caches)
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    inner = int(min(max_calls, max(1, (min_time / repeat) / one)))
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / inner)
-    return best
+def time_interleaved(fns: dict, **kw) -> dict:
+    """Best seconds per call of each callable over time_rounds' rounds (BLIS's habit: the
+    minimum is the least-disturbed run)."""
+    return {name: min(ts) for name, ts in time_rounds(fns, **kw).items()}
 
 
 def to_numpy(x):
