@@ -17,11 +17,11 @@
 //   v3 direct kernel on the padded-width output grid          80-82
 //
 // Batch 1 where the direct path does not fit (7x7 maps: 1 wasted column of 8; strides, 1x1;
-// ResNet-18's 512x7x7 was 0.62x PyTorch on 2 threads): forward_few packs the image's whole column matrix on all threads (gathered from
-// a padded copy when OW <= 16), splits the weight rows over the threads and reads them in
-// place (no packed copy of |w|, 9.4 MB at 512x7x7), and takes a last panel of <= NR/2
-// columns as dot products (dot.h; 49 = 3 x 16 + 1). 1 thread, process CPU time, 512x7x7:
-// 0.75x -> 1.2x PyTorch.
+// ResNet-18's 512x7x7 was 0.62x PyTorch on 2 threads): forward_few packs the image's whole
+// column matrix on all threads (gathered from a padded copy when OW <= 16), splits the
+// weight rows over the threads and reads them in place (no packed copy of |w|, 9.4 MB at
+// 512x7x7), and takes a last panel of <= NR/2 columns as dot products (dot.h; 49 = 3 x 16
+// + 1). 1 thread, process CPU time, 512x7x7: 0.75x -> 1.2x PyTorch.
 //
 // Tiles (path 2): runs of the flat (n, oh, ow) pixel axis, a slice of one image (large maps,
 // written straight into y with ldc = OH*OW) or several whole images (small maps: 8 x 49
@@ -29,9 +29,9 @@
 //
 // Workspace per thread, independent of the batch: path 1, one padded image of one group
 // (C/groups x (Hp x Wp + pw) floats, shared by the threads at batch 1) plus a Kg x 504
-// staging tile; path 2, the packed B of one tile,
-// Kc x round_up(cols, NR) floats with cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus
-// Kg x cols of staging for multi-image tiles. Shared: the packed weights (|w| rounded up to
+// staging tile; path 2, the packed B of one tile, Kc x round_up(cols, NR) floats with
+// cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus Kg x cols of staging for
+// multi-image tiles. Shared: the packed weights (|w| rounded up to
 // MR rows per group). forward_few (batch 1), shared by the threads: the packed columns of
 // one image (<= 4 MiB, cut into column tiles beyond), Kc x NR/2 floats of narrow columns,
 // and for OW <= 16 one padded image of one group (C/groups x Hp x Wp); no packed weights.
@@ -356,6 +356,11 @@ index_t shared_pad_width(const ConvParams& p) {
   return std::max({p.w + p.pw, p.ow + (p.kw - 1) * p.dw - p.pw, p.ow});
 }
 
+// Wp of the direct path: the phase planes' width for strides > 1, else shared_pad_width.
+index_t direct_width(const ConvParams& p) {
+  return p.sh > 1 || p.sw > 1 ? p.ow + (p.kw - 1) * p.dw / p.sw : shared_pad_width(p);
+}
+
 struct DirectPlan {
   DirectKernel dk;
   index_t hp, wp, plane, chan, xp_size, flat;  // (phase) plane sizes and floats, floats per channel and
@@ -369,7 +374,7 @@ DirectPlan direct_plan(const Plan& pl) {
   d.dk = direct_for(active_isa());
   const bool phased = p.sh > 1 || p.sw > 1;
   d.hp = phased ? p.oh + (p.kh - 1) * p.dh / p.sh : std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
-  d.wp = phased ? p.ow + (p.kw - 1) * p.dw / p.sw : shared_pad_width(p);
+  d.wp = direct_width(p);
   // Stride 1: + pw floats after the last row, where its right padding reads (see
   // shared_pad_width).
   d.plane = d.hp * d.wp + (phased ? 0 : p.pw);
@@ -401,7 +406,7 @@ bool direct_eligible(const Plan& pl) {
   // (2.25x) the packing is cheap enough and the implicit path's multi-image tiles win
   // (8x256x14x14 -> 512: 76 vs 63 GFLOP/s).
   if ((p.sh > 1 || p.sw > 1) && p.kh * p.kw < 4 * p.sh * p.sw) return false;
-  const index_t wp = p.sh > 1 || p.sw > 1 ? p.ow + (p.kw - 1) * p.dw / p.sw : shared_pad_width(p);
+  const index_t wp = direct_width(p);
   return (wp - p.ow) * 8 < wp;
 }
 
@@ -828,7 +833,8 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   // beats it at 1x128x14x14 (146 vs 137; 1 thread 78 vs 73).
   const Plan dpl(p, direct_for(active_isa()));
   if (direct_eligible(dpl)) return forward_direct(dpl, x, w, bias, y, nt);
-  if (pointwise_eligible(dpl)) return forward_pointwise(Plan(p, direct_for(active_isa(), DirectUse::pointwise)), x, w, bias, y, nt);
+  if (pointwise_eligible(pl))
+    return forward_pointwise(Plan(p, direct_for(active_isa(), DirectUse::pointwise)), x, w, bias, y, nt);
   const index_t budget_cols = std::max<index_t>(pl.uk.nr, kPackBudget / pl.kc / pl.uk.nr * pl.uk.nr);
   // ~4 items per thread to balance, but not below 128 columns (narrower tiles re-read the
   // packed weights more often than threads gain).
