@@ -11,6 +11,7 @@
 #include "attention/attention_cuda.h"
 #include "core/cuda_check.cuh"
 #include "core/cuda_mma.cuh"
+#include "core/cuda_num.cuh"
 
 namespace fl {
 namespace cuda {
@@ -44,33 +45,6 @@ struct KArgs {
   void* dk;
   void* dv;
   int64_t bh0;  // first head of this launch (grids are split at 65535 heads)
-};
-
-template <typename T>
-struct Num;
-template <>
-struct Num<float> {
-  static __device__ __forceinline__ float to_f(float v) { return v; }
-  static __device__ __forceinline__ float from_f(float v) { return v; }
-};
-template <>
-struct Num<__half> {
-  static __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-  static __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
-  // Two floats as one 32-bit register of an mma operand: the first in the low half.
-  static __device__ __forceinline__ unsigned pack(float lo, float hi) {
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<unsigned*>(&h);
-  }
-};
-template <>
-struct Num<__nv_bfloat16> {
-  static __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-  static __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
-  static __device__ __forceinline__ unsigned pack(float lo, float hi) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<unsigned*>(&h);
-  }
 };
 
 // Mask term of score (bh, i, j) in base-2 units; `moff` = mask.off[bh], hoisted by the caller.

@@ -30,29 +30,12 @@
 #include "core/cuda_check.cuh"
 #include "core/cuda_math.cuh"
 #include "core/cuda_mma.cuh"
+#include "core/cuda_num.cuh"
 #include "gemm/gemm_cuda.h"
 
 namespace fl {
 namespace cuda {
 namespace {
-
-template <typename T>
-struct Num;
-template <>
-struct Num<float> {
-  static __device__ __forceinline__ float to_f(float v) { return v; }
-  static __device__ __forceinline__ float from_f(float v) { return v; }
-};
-template <>
-struct Num<__half> {
-  static __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-  static __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
-};
-template <>
-struct Num<__nv_bfloat16> {
-  static __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-  static __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
-};
 
 template <typename T>
 struct KParams {
