@@ -178,21 +178,11 @@ def test_flash_and_generic_paths_agree(cp, rng, path, E):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("E", [64, 128])
-def test_forward_alternative_config(cp, rng, monkeypatch, E):
-    """The alternative flash forward tiles (FASTLAYERS_CUDA_ATTN_FWD_CFG=1)."""
-    monkeypatch.setenv("FASTLAYERS_CUDA_ATTN_FWD_CFG", "1")
-    q, k, v = _qkv(rng, (2,), 4, 2, 150, 300, E, E)
-    mask = rng.random((150, 300)) < 0.8
-    for dt in _dtypes(cp)[1:]:
-        for causal in (False, True):
-            _check(cp, q, k, v, dt, rng=rng, attn_mask=mask if causal else None, is_causal=causal, enable_gqa=True)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("E", [64, 128])
-def test_backward_8_warp_config(cp, rng, monkeypatch, E):
-    """The alternative flash backward (FASTLAYERS_CUDA_ATTN_BWD_CFG=1: 128 keys per block)."""
-    monkeypatch.setenv("FASTLAYERS_CUDA_ATTN_BWD_CFG", "1")
+@pytest.mark.parametrize("cfg_var", ["FASTLAYERS_CUDA_ATTN_FWD_CFG", "FASTLAYERS_CUDA_ATTN_BWD_CFG"])
+def test_alternative_tile_config(cp, rng, monkeypatch, cfg_var, E):
+    """The alternative flash tiles: the forward's (FASTLAYERS_CUDA_ATTN_FWD_CFG=1) and the
+    8-warp backward with 128 keys per block (FASTLAYERS_CUDA_ATTN_BWD_CFG=1)."""
+    monkeypatch.setenv(cfg_var, "1")
     q, k, v = _qkv(rng, (2,), 4, 2, 150, 300, E, E)
     mask = rng.random((150, 300)) < 0.8
     for dt in _dtypes(cp)[1:]:
