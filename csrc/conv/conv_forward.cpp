@@ -81,6 +81,31 @@ struct AlignedBuffer {
   float* get() const { return ptr.get(); }
 };
 
+// Buffers kept from one call to the next by each calling thread, grown when a call needs
+// more. Allocating ~1.5 MB a call and freeing it let glibc trim the heap and fault the
+// pages in again on every call: 253 page faults a call at 1x128x28x28 on 2 threads, ~10% of
+// its time. Held: the largest workspace a thread's calls have asked for, per slot.
+class Workspace {
+ public:
+  float* get(size_t slot, index_t n) {
+    if (slot >= bufs_.size()) bufs_.resize(slot + 1);
+    Slot& b = bufs_[slot];
+    if (!b.buf || b.size < n) {
+      b.buf.reset();  // free before allocating the larger one
+      b.buf = std::make_unique<AlignedBuffer>(n);
+      b.size = n;
+    }
+    return b.buf->get();
+  }
+
+ private:
+  struct Slot {
+    std::unique_ptr<AlignedBuffer> buf;
+    index_t size = 0;
+  };
+  std::vector<Slot> bufs_;
+};
+
 using PackFn = void (*)(const PackArgs&);
 
 PackFn pack_for(Isa isa) {
@@ -361,28 +386,36 @@ index_t direct_width(const ConvParams& p) {
   return p.sh > 1 || p.sw > 1 ? p.ow + (p.kw - 1) * p.dw / p.sw : shared_pad_width(p);
 }
 
+// The padded input the direct kernel reads: a window of padded rows [u0, u0 + rows) of every
+// channel (every phase plane, strides > 1) of one group. The window is the whole image when
+// several threads compute from it (batch 8: one image a thread; batch 1 with the weight rows
+// split), else one thread's share of the output rows (batch 1, columns split): each thread
+// then pads only the rows it reads, into its own buffer, and starts without waiting for the
+// other (no barrier after the padding, no reads of rows the other core wrote).
 struct DirectPlan {
   DirectKernel dk;
-  index_t hp, wp, plane, chan, xp_size, flat;  // (phase) plane sizes and floats, floats per channel and
-                                               // per image, outputs on the padded width
-  std::vector<index_t> off;                    // tap r -> offset in xp
+  index_t wp, rows;                // padded width; rows of each window plane
+  index_t plane, chan, xp_size;    // floats per (phase) plane, per channel, per window
+  index_t flat;                    // outputs of one image on the padded width (OH x Wp)
+  std::vector<index_t> off;        // tap r -> offset in the window
 };
 
-DirectPlan direct_plan(const Plan& pl) {
+// The plan of windows covering rows_out output rows.
+DirectPlan direct_plan(const Plan& pl, index_t rows_out) {
   const ConvParams& p = pl.p;
   DirectPlan d;
   d.dk = direct_for(active_isa());
-  const bool phased = p.sh > 1 || p.sw > 1;
-  d.hp = phased ? p.oh + (p.kh - 1) * p.dh / p.sh : std::max(p.h + p.ph, p.oh + (p.kh - 1) * p.dh);
   d.wp = direct_width(p);
-  // Stride 1: + pw floats after the last row, where its right padding reads (see
-  // shared_pad_width).
-  d.plane = d.hp * d.wp + (phased ? 0 : p.pw);
+  // Rows read: the output rows, the kernel's reach below them (in phase rows for strides >
+  // 1), then the floats read past that: a panel loads NR outputs from its first column, and
+  // a tap (kw-1)*dw/sw columns to its right (stride 1: the next row's left padding, see
+  // shared_pad_width); enough rows that all of them land in the window's own plane.
+  const index_t reach = (p.kh - 1) * p.dh / p.sh;
+  d.rows = rows_out + reach + ceil_div(d.dk.nr + (p.kw - 1) * p.dw / p.sw, d.wp);
+  d.plane = d.rows * d.wp;
   d.chan = d.plane * p.sh * p.sw;
+  d.xp_size = pl.cg * d.chan;
   d.flat = p.oh * d.wp;
-  // Slack past the last channel: the discarded columns and the last partial panel read up to
-  // one padded row plus one panel beyond it.
-  d.xp_size = pl.cg * d.chan + d.wp + 2 * d.dk.nr + (p.kw - 1) * p.dw;
   d.off.resize(static_cast<size_t>(pl.kc));
   for (index_t c = 0, r = 0; c < pl.cg; ++c)
     for (index_t i = 0; i < p.kh; ++i)
@@ -410,73 +443,74 @@ bool direct_eligible(const Plan& pl) {
   return (wp - p.ow) * 8 < wp;
 }
 
-// xp (channels [0, cg) of group g, image n) = the zero-padded input; channels [c0, c1).
-void pad_image(const Plan& pl, const DirectPlan& d, const float* x, index_t n, index_t g, index_t c0, index_t c1,
-               float* xp) {
+// One padded row: dst[v] = src[v*sw + b - pw] for v in [vlo, vhi), zeros elsewhere in [0, Wp).
+// Plain loops: one memset/memcpy call per row cost as much as the copying at 56-float rows.
+void pad_row(const float* src, index_t sw, index_t shift, index_t vlo, index_t vhi, index_t wp, float* dst) {
+  for (index_t v = 0; v < vlo; ++v) dst[v] = 0.0f;
+  if (sw == 1) {
+    const float* s = src + shift;
+    for (index_t v = vlo; v < vhi; ++v) dst[v] = s[v];
+  } else {
+    for (index_t v = vlo; v < vhi; ++v) dst[v] = src[v * sw + shift];
+  }
+  for (index_t v = vhi; v < wp; ++v) dst[v] = 0.0f;
+}
+
+// The window of rows [u0, u0 + d.rows), channels [c0, c1) of group g of image n, into xp.
+// Window row u of phase plane (a, b) is padded row u0 + u: input row (u0 + u)*sh + a - ph, its
+// column v input column v*sw + b - pw (stride 1: [pw zeros][W inputs][zeros to Wp]); zeros
+// wherever that falls outside the input.
+void pad_window(const Plan& pl, const DirectPlan& d, const float* x, index_t n, index_t g, index_t u0, index_t c0,
+                index_t c1, float* xp) {
   const ConvParams& p = pl.p;
-  if (p.sh > 1 || p.sw > 1) {  // phase planes (see DirectPlan)
-    for (index_t c = c0; c < c1; ++c) {
-      const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
-      for (index_t a = 0; a < p.sh; ++a)
-        for (index_t b = 0; b < p.sw; ++b) {
-          float* dst = xp + c * d.chan + (a * p.sw + b) * d.plane;
-          // Columns v with iw = v*sw + b - pw inside [0, W).
-          const index_t vlo = std::min(d.wp, p.pw > b ? ceil_div(p.pw - b, p.sw) : 0);
-          const index_t vhi = std::max(vlo, std::min(d.wp, ceil_div(p.w + p.pw - b, p.sw)));
-          for (index_t u = 0; u < d.hp; ++u) {
-            float* row = dst + u * d.wp;
-            const index_t ih = u * p.sh + a - p.ph;
-            if (ih < 0 || ih >= p.h) {
-              std::fill(row, row + d.wp, 0.0f);
-              continue;
-            }
-            const float* srow = src + ih * p.w;
-            std::fill(row, row + vlo, 0.0f);
-            for (index_t v = vlo; v < vhi; ++v) row[v] = srow[v * p.sw + b - p.pw];
-            std::fill(row + vhi, row + d.wp, 0.0f);
-          }
-        }
-    }
-    if (c1 == pl.cg) std::fill(xp + pl.cg * d.chan, xp + d.xp_size, 0.0f);
-    return;
-  }
   for (index_t c = c0; c < c1; ++c) {
-    float* dst = xp + c * d.plane;
     const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
-    std::fill(dst, dst + p.ph * d.wp, 0.0f);
-    for (index_t ih = 0; ih < p.h; ++ih) {
-      float* row = dst + (ih + p.ph) * d.wp;
-      std::fill(row, row + p.pw, 0.0f);
-      std::memcpy(row + p.pw, src + ih * p.w, sizeof(float) * p.w);
-      std::fill(row + p.pw + p.w, row + d.wp, 0.0f);
-    }
-    std::fill(dst + (p.h + p.ph) * d.wp, dst + d.plane, 0.0f);
+    for (index_t a = 0; a < p.sh; ++a)
+      for (index_t b = 0; b < p.sw; ++b) {
+        float* dst = xp + c * d.chan + (a * p.sw + b) * d.plane;
+        // Columns v with iw = v*sw + b - pw inside [0, W).
+        const index_t vlo = std::min(d.wp, p.pw > b ? ceil_div(p.pw - b, p.sw) : 0);
+        const index_t vhi = std::max(vlo, std::min(d.wp, ceil_div(p.w + p.pw - b, p.sw)));
+        for (index_t u = 0; u < d.rows; ++u) {
+          float* row = dst + u * d.wp;
+          const index_t ih = (u0 + u) * p.sh + a - p.ph;
+          if (ih < 0 || ih >= p.h) {
+            for (index_t v = 0; v < d.wp; ++v) row[v] = 0.0f;
+            continue;
+          }
+          pad_row(src + ih * p.w, p.sw, b - p.pw, vlo, vhi, d.wp, row);
+        }
+      }
   }
-  if (c1 == pl.cg) std::fill(xp + pl.cg * d.plane, xp + d.xp_size, 0.0f);
 }
 
 // Outputs [f0, f0 + cols) of the padded-width numbering for all Kg channels of group g,
-// computed into stage (Kg x cols) and copied to y without the discarded columns.
-void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const float* a_pack, const float* bias,
-                 float* y, index_t n, index_t g, index_t f0, index_t cols, index_t ip0, index_t ip1, float* stage) {
+// computed into stage (Kg x cols) from the window xp of rows from u0, and copied to y
+// without the discarded columns.
+void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, index_t u0, const float* a_pack,
+                 const float* bias, float* y, index_t n, index_t g, index_t f0, index_t cols, index_t ip0, index_t ip1,
+                 float* stage) {
   const ConvParams& p = pl.p;
   const int mr = d.dk.mr, nr = d.dk.nr;
   const index_t npanels_n = ceil_div(cols, nr);
   const index_t mc_panels = std::max<index_t>(1, pl.uk.mc / mr);
   const float* gb = bias ? bias + g * pl.kg : nullptr;
+  const float* xw = xp + (f0 - u0 * d.wp);
   for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
     const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
     const float beta = pc == 0 ? 0.0f : 1.0f;
     const bool last = pc + kcb == pl.kc;
+    const float* a_block = a_pack + pl.a_offset(g, pc, 0);  // (no division per call)
+    const index_t a_stride = pl.a_panel_stride(kcb);
     for (index_t ic = ip0; ic < ip1; ic += mc_panels) {
       const index_t ic_end = std::min(ip1, ic + mc_panels);
       for (index_t jp = 0; jp < npanels_n; ++jp) {
         const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
-        const float* xb = xp + f0 + jp * nr;
+        const float* xb = xw + jp * nr;
         for (index_t ip = ic; ip < ic_end; ++ip) {
           const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
           float* ct = stage + ip * mr * cols + jp * nr;
-          d.dk.fn(kcb, a_pack + pl.a_offset(g, pc, ip), xb, d.off.data() + pc, ct, cols, beta, m_valid, n_valid);
+          d.dk.fn(kcb, a_block + ip * a_stride, xb, d.off.data() + pc, ct, cols, beta, m_valid, n_valid);
           if (last && gb) apply_epilogue(ct, cols, m_valid, n_valid, gb + ip * mr, nullptr, Activation::none);
         }
       }
@@ -489,73 +523,103 @@ void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const flo
   for (index_t oh = oh0; oh <= oh1; ++oh) {
     const index_t lo = std::max(f0, oh * d.wp), hi = std::min(f0 + cols, oh * d.wp + p.ow);
     if (hi <= lo) continue;
-    for (index_t k = ip0 * mr; k < k1; ++k)
-      std::memcpy(yg + k * pl.ohw + oh * p.ow + (lo - oh * d.wp), stage + k * cols + (lo - f0), sizeof(float) * (hi - lo));
+    for (index_t k = ip0 * mr; k < k1; ++k) {
+      // A plain loop: a memcpy call per 56-float row cost more than the copying.
+      float* dst = yg + k * pl.ohw + oh * p.ow + (lo - oh * d.wp);
+      const float* src = stage + k * cols + (lo - f0);
+      for (index_t e = 0; e < hi - lo; ++e) dst[e] = src[e];
+    }
+  }
+}
+
+// Columns [f0, f1) of the padded-width outputs in chunks of <= tile (a multiple of NR).
+template <class F>
+void for_chunks(index_t f0, index_t f1, index_t nr, index_t tile, F&& chunk) {
+  const index_t q0 = f0 / nr, q1 = ceil_div(f1, nr), nchunks = ceil_div(q1 - q0, tile / nr);
+  for (index_t ch = 0; ch < nchunks; ++ch) {
+    const index_t a = std::max(f0, (q0 + (q1 - q0) * ch / nchunks) * nr);
+    const index_t b = std::min(f1, (q0 + (q1 - q0) * (ch + 1) / nchunks) * nr);
+    if (a < b) chunk(a, b - a);
   }
 }
 
 void forward_direct(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int nt) {
   const ConvParams& p = pl.p;
-  const DirectPlan d = direct_plan(pl);
-  const index_t nr = d.dk.nr;
-  // Tiles of the padded-width output axis: <= 512 columns (one K block of 256 taps of the
-  // input rows they touch stays in L1/L2), a multiple of NR.
+  const DirectPlan whole = direct_plan(pl, p.oh);  // windows of the whole image
+  const index_t nr = whole.dk.nr, wp = whole.wp, flat = whole.flat;
+  // Chunks of the padded-width output axis: <= 512 columns (one K block of 256 taps of the
+  // input rows they touch stays in L1/L2), a multiple of NR. (Padding each chunk's rows just
+  // before computing it, into a buffer that stays in L2, was slower: 1 thread, 1x64x56x56,
+  // 0.985x; the rows shared by consecutive chunks are copied twice.)
+  const index_t tile = std::max<index_t>(nr, kMaxCols / nr * nr);
   const index_t pairs = p.n * p.groups;
   const bool outer = nt > 1 && pairs >= nt;
-  const index_t tile = std::max<index_t>(nr, kMaxCols / nr * nr);
-  const index_t ntiles = ceil_div(d.flat, tile);
   const index_t npanels = pl.mpad / pl.uk.mr;
-  const int T = outer || nt > 1 ? nt : 1;
-  AlignedBuffer a_pack(pl.a_group * p.groups);
-  std::vector<AlignedBuffer> stage;
-  for (int t = 0; t < T; ++t) stage.emplace_back(pl.mpad * tile);
+  // Batch 1 (fewer (image, group) pairs than threads), see below.
+  const bool split_rows = !outer && nt > 1 && pl.kg * pl.kc > pl.cg * whole.chan && npanels >= 4 * nt;
+  // Workspace slots: 0 packed weights, 1 the shared window, then per thread a stage and a
+  // window (of the whole image: a thread's share of the rows is never larger).
+  thread_local Workspace ws;
+  float* const a_pack = ws.get(0, pl.a_group * p.groups);
+  float* const shared = split_rows ? ws.get(1, whole.xp_size) : nullptr;
+  std::vector<float*> stage, xw;
+  for (int t = 0; t < nt; ++t) {
+    stage.push_back(ws.get(2 + 2 * t, pl.mpad * tile));
+    xw.push_back(split_rows ? nullptr : ws.get(3 + 2 * t, whole.xp_size));
+  }
   if (outer) {
-    std::vector<AlignedBuffer> xp;
-    for (int t = 0; t < T; ++t) xp.emplace_back(d.xp_size);
 #pragma omp parallel num_threads(nt)
     {
 #pragma omp for schedule(static)
       for (index_t gi = 0; gi < p.groups * npanels; ++gi)
-        pack_a_panels(pl, w, gi / npanels, gi % npanels, gi % npanels + 1, a_pack.get());
+        pack_a_panels(pl, w, gi / npanels, gi % npanels, gi % npanels + 1, a_pack);
       const int tid = omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
       for (index_t it = 0; it < pairs; ++it) {
         const index_t n = it / p.groups, g = it % p.groups;
-        pad_image(pl, d, x, n, g, 0, pl.cg, xp[tid].get());
-        for (index_t ti = 0; ti < ntiles; ++ti) {
-          const index_t f0 = ti * tile;
-          direct_tile(pl, d, xp[tid].get(), a_pack.get(), bias, y, n, g, f0, std::min(tile, d.flat - f0), 0,
-                      npanels, stage[tid].get());
-        }
+        pad_window(pl, whole, x, n, g, 0, 0, pl.cg, xw[tid]);
+        for_chunks(0, flat, nr, tile, [&](index_t f0, index_t cols) {
+          direct_tile(pl, whole, xw[tid], 0, a_pack, bias, y, n, g, f0, cols, 0, npanels, stage[tid]);
+        });
       }
     }
     return;
   }
-  AlignedBuffer xp(d.xp_size);
+  // Fewer (image, group) pairs than threads (batch 1): the threads share each pair. Split the
+  // weight rows when the weights outweigh the padded image (each thread then reads half of
+  // them and all of the image, padded once by both), else the columns: each thread an equal
+  // share of the NR-column panels (+-1), from a window of the rows they read, padded by the
+  // thread itself. A shared list of fixed tiles left 128x28x28 with 7 tiles of 128 on 2
+  // threads (456 vs 384 columns).
   for (index_t it = 0; it < pairs; ++it) {
     const index_t n = it / p.groups, g = it % p.groups;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
       const index_t Tn = omp_get_num_threads(), tid = omp_get_thread_num();
-      if (n == 0) pack_a_panels(pl, w, g, npanels * tid / Tn, npanels * (tid + 1) / Tn, a_pack.get());
-      pad_image(pl, d, x, n, g, pl.cg * tid / Tn, pl.cg * (tid + 1) / Tn, xp.get());
-#pragma omp barrier
-      // Split the weight rows when the weights outweigh the image (each thread then reads
-      // half of them and all of the small padded image), else the columns.
-      const index_t npf = ceil_div(d.flat, nr);
-      const bool split_rows = Tn > 1 && pl.kg * pl.kc > pl.cg * d.chan && npanels >= 4 * Tn;
-      const index_t ip0 = split_rows ? npanels * tid / Tn : 0, ip1 = split_rows ? npanels * (tid + 1) / Tn : npanels;
-      // Columns: each thread an equal share of the NR-column panels (+-1), in chunks of <=
-      // tile: a shared list of fixed tiles left 128x28x28 with 7 tiles of 128 on 2 threads
-      // (456 vs 384 columns).
-      const index_t q0 = split_rows ? 0 : npf * tid / Tn, q1 = split_rows ? npf : npf * (tid + 1) / Tn;
-      const index_t nchunks = ceil_div(q1 - q0, tile / nr);
-      for (index_t ch = 0; ch < nchunks; ++ch) {
-        const index_t c0 = q0 + (q1 - q0) * ch / nchunks, c1 = q0 + (q1 - q0) * (ch + 1) / nchunks;
-        const index_t f0 = c0 * nr, f1 = std::min(d.flat, c1 * nr);
-        if (f0 < f1 && ip0 < ip1)
-          direct_tile(pl, d, xp.get(), a_pack.get(), bias, y, n, g, f0, f1 - f0, ip0, ip1, stage[tid].get());
+      if (n == 0) pack_a_panels(pl, w, g, npanels * tid / Tn, npanels * (tid + 1) / Tn, a_pack);
+      index_t ip0 = 0, ip1 = npanels, f0 = 0, f1 = flat, u0 = 0;
+      DirectPlan mine;
+      if (split_rows) {
+        ip0 = npanels * tid / Tn;
+        ip1 = npanels * (tid + 1) / Tn;
+        pad_window(pl, whole, x, n, g, 0, pl.cg * tid / Tn, pl.cg * (tid + 1) / Tn, shared);
+      } else {
+        const index_t npf = ceil_div(flat, nr);
+        f0 = npf * tid / Tn * nr;
+        f1 = std::min(flat, npf * (tid + 1) / Tn * nr);
+        if (f0 < f1) {
+          u0 = f0 / wp;
+          mine = direct_plan(pl, (f1 - 1) / wp - u0 + 1);
+          pad_window(pl, mine, x, n, g, u0, 0, pl.cg, xw[tid]);
+        }
       }
+#pragma omp barrier  // the packed weights (and the shared window) are complete
+      const DirectPlan& d = split_rows ? whole : mine;
+      const float* xp = split_rows ? shared : xw[tid];
+      if (ip0 < ip1 && f0 < f1)
+        for_chunks(f0, f1, nr, tile, [&](index_t c0, index_t cols) {
+          direct_tile(pl, d, xp, u0, a_pack, bias, y, n, g, c0, cols, ip0, ip1, stage[tid]);
+        });
     }
   }
 }
