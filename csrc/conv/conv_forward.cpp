@@ -386,22 +386,17 @@ index_t direct_width(const ConvParams& p) {
   return p.sh > 1 || p.sw > 1 ? p.ow + (p.kw - 1) * p.dw / p.sw : shared_pad_width(p);
 }
 
-// The padded input the direct kernel reads: a window of padded rows [u0, u0 + rows) of every
-// channel (every phase plane, strides > 1) of one group. The window is the whole image when
-// several threads compute from it (batch 8: one image a thread; batch 1 with the weight rows
-// split), else one thread's share of the output rows (batch 1, columns split): each thread
-// then pads only the rows it reads, into its own buffer, and starts without waiting for the
-// other (no barrier after the padding, no reads of rows the other core wrote).
+// The padded image the direct kernel reads: every channel (every phase plane, strides > 1)
+// of one group, each plane `rows` padded rows of Wp floats.
 struct DirectPlan {
   DirectKernel dk;
-  index_t wp, rows;                // padded width; rows of each window plane
-  index_t plane, chan, xp_size;    // floats per (phase) plane, per channel, per window
-  index_t flat;                    // outputs of one image on the padded width (OH x Wp)
-  std::vector<index_t> off;        // tap r -> offset in the window
+  index_t wp, rows;              // padded width; rows of each plane
+  index_t plane, chan, xp_size;  // floats per (phase) plane, per channel, per image
+  index_t flat;                  // outputs of one image on the padded width (OH x Wp)
+  std::vector<index_t> off;      // tap r -> offset in the padded image
 };
 
-// The plan of windows covering rows_out output rows.
-DirectPlan direct_plan(const Plan& pl, index_t rows_out) {
+DirectPlan direct_plan(const Plan& pl) {
   const ConvParams& p = pl.p;
   DirectPlan d;
   d.dk = direct_for(active_isa());
@@ -409,9 +404,9 @@ DirectPlan direct_plan(const Plan& pl, index_t rows_out) {
   // Rows read: the output rows, the kernel's reach below them (in phase rows for strides >
   // 1), then the floats read past that: a panel loads NR outputs from its first column, and
   // a tap (kw-1)*dw/sw columns to its right (stride 1: the next row's left padding, see
-  // shared_pad_width); enough rows that all of them land in the window's own plane.
+  // shared_pad_width); enough rows that all of them land in the channel's own plane.
   const index_t reach = (p.kh - 1) * p.dh / p.sh;
-  d.rows = rows_out + reach + ceil_div(d.dk.nr + (p.kw - 1) * p.dw / p.sw, d.wp);
+  d.rows = p.oh + reach + ceil_div(d.dk.nr + (p.kw - 1) * p.dw / p.sw, d.wp);
   d.plane = d.rows * d.wp;
   d.chan = d.plane * p.sh * p.sw;
   d.xp_size = pl.cg * d.chan;
@@ -456,14 +451,13 @@ void pad_row(const float* src, index_t sw, index_t shift, index_t vlo, index_t v
   for (index_t v = vhi; v < wp; ++v) dst[v] = 0.0f;
 }
 
-// The window of rows [u0, u0 + d.rows), channels [c0, c1) of group g of image n, into xp.
-// Window row u of phase plane (a, b) is padded row u0 + u: input row (u0 + u)*sh + a - ph, its
-// column v input column v*sw + b - pw (stride 1: [pw zeros][W inputs][zeros to Wp]); zeros
-// wherever that falls outside the input.
-void pad_window(const Plan& pl, const DirectPlan& d, const float* x, index_t n, index_t g, index_t u0, index_t c0,
-                index_t c1, float* xp) {
+// Rows [r0, r1) of every plane of group g of image n, padded into xp. Row u of phase plane
+// (a, b) is input row u*sh + a - ph, its column v input column v*sw + b - pw (stride 1: [pw
+// zeros][W inputs][zeros to Wp]); zeros wherever that falls outside the input.
+void pad_image(const Plan& pl, const DirectPlan& d, const float* x, index_t n, index_t g, index_t r0, index_t r1,
+               float* xp) {
   const ConvParams& p = pl.p;
-  for (index_t c = c0; c < c1; ++c) {
+  for (index_t c = 0; c < pl.cg; ++c) {
     const float* src = x + (n * p.c + g * pl.cg + c) * pl.hw;
     for (index_t a = 0; a < p.sh; ++a)
       for (index_t b = 0; b < p.sw; ++b) {
@@ -471,9 +465,9 @@ void pad_window(const Plan& pl, const DirectPlan& d, const float* x, index_t n, 
         // Columns v with iw = v*sw + b - pw inside [0, W).
         const index_t vlo = std::min(d.wp, p.pw > b ? ceil_div(p.pw - b, p.sw) : 0);
         const index_t vhi = std::max(vlo, std::min(d.wp, ceil_div(p.w + p.pw - b, p.sw)));
-        for (index_t u = 0; u < d.rows; ++u) {
+        for (index_t u = r0; u < r1; ++u) {
           float* row = dst + u * d.wp;
-          const index_t ih = (u0 + u) * p.sh + a - p.ph;
+          const index_t ih = u * p.sh + a - p.ph;
           if (ih < 0 || ih >= p.h) {
             for (index_t v = 0; v < d.wp; ++v) row[v] = 0.0f;
             continue;
@@ -484,10 +478,9 @@ void pad_window(const Plan& pl, const DirectPlan& d, const float* x, index_t n, 
   }
 }
 
-// Outputs [f0, f0 + cols) of the padded-width numbering for all Kg channels of group g,
-// computed into stage (Kg x cols) from the window xp of rows from u0, and copied to y
-// without the discarded columns.
-void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, index_t u0, const float* a_pack,
+// Outputs [f0, f0 + cols) of the padded-width numbering for weight panels [ip0, ip1) of
+// group g, computed into stage (Kg x cols) and copied to y without the discarded columns.
+void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const float* a_pack,
                  const float* bias, float* y, index_t n, index_t g, index_t f0, index_t cols, index_t ip0, index_t ip1,
                  float* stage) {
   const ConvParams& p = pl.p;
@@ -495,7 +488,6 @@ void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, index_t u
   const index_t npanels_n = ceil_div(cols, nr);
   const index_t mc_panels = std::max<index_t>(1, pl.uk.mc / mr);
   const float* gb = bias ? bias + g * pl.kg : nullptr;
-  const float* xw = xp + (f0 - u0 * d.wp);
   for (index_t pc = 0; pc < pl.kc; pc += pl.kc_block) {
     const index_t kcb = std::min(pl.kc_block, pl.kc - pc);
     const float beta = pc == 0 ? 0.0f : 1.0f;
@@ -506,7 +498,7 @@ void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, index_t u
       const index_t ic_end = std::min(ip1, ic + mc_panels);
       for (index_t jp = 0; jp < npanels_n; ++jp) {
         const int n_valid = static_cast<int>(std::min<index_t>(nr, cols - jp * nr));
-        const float* xb = xw + jp * nr;
+        const float* xb = xp + f0 + jp * nr;
         for (index_t ip = ic; ip < ic_end; ++ip) {
           const int m_valid = static_cast<int>(std::min<index_t>(mr, pl.kg - ip * mr));
           float* ct = stage + ip * mr * cols + jp * nr;
@@ -545,29 +537,27 @@ void for_chunks(index_t f0, index_t f1, index_t nr, index_t tile, F&& chunk) {
 
 void forward_direct(const Plan& pl, const float* x, const float* w, const float* bias, float* y, int nt) {
   const ConvParams& p = pl.p;
-  const DirectPlan whole = direct_plan(pl, p.oh);  // windows of the whole image
-  const index_t nr = whole.dk.nr, wp = whole.wp, flat = whole.flat;
-  // Chunks of the padded-width output axis: <= 512 columns (one K block of 256 taps of the
-  // input rows they touch stays in L1/L2), a multiple of NR. (Padding each chunk's rows just
-  // before computing it, into a buffer that stays in L2, was slower: 1 thread, 1x64x56x56,
-  // 0.985x; the rows shared by consecutive chunks are copied twice.)
-  const index_t tile = std::max<index_t>(nr, kMaxCols / nr * nr);
+  const DirectPlan d = direct_plan(pl);
+  const index_t nr = d.dk.nr, flat = d.flat;
   const index_t pairs = p.n * p.groups;
   const bool outer = nt > 1 && pairs >= nt;
   const index_t npanels = pl.mpad / pl.uk.mr;
+  // Chunks of the padded-width output axis, a multiple of NR: <= 512 columns (one K block of
+  // 256 taps of the input rows they touch stays in L1/L2) for one image a thread; at batch 1
+  // 4 panels, the grain the threads share an image out in (2 threads, 1x64x56x56: 176
+  // GFLOP/s in chunks of 96 columns, 159 in chunks of 504, which split 3.5 : 3.5).
+  const index_t tile = std::max<index_t>(nr, (outer || nt == 1 ? kMaxCols : 4 * nr) / nr * nr);
   // Batch 1 (fewer (image, group) pairs than threads), see below.
-  const bool split_rows = !outer && nt > 1 && pl.kg * pl.kc > pl.cg * whole.chan && npanels >= 4 * nt;
-  // Workspace slots: 0 packed weights, 1 the shared window, then per thread a stage and a
-  // window (of the whole image: a thread's share of the rows is never larger).
+  const bool split_rows = !outer && nt > 1 && pl.kg * pl.kc > pl.cg * d.chan && npanels >= 4 * nt;
+  // Workspace slots: 0 packed weights, 1 the padded image (batch 1), then per thread a stage
+  // and (one image a thread) a padded image.
   thread_local Workspace ws;
   float* const a_pack = ws.get(0, pl.a_group * p.groups);
-  float* const shared = split_rows ? ws.get(1, whole.xp_size) : nullptr;
-  std::vector<float*> stage, xw;
-  for (int t = 0; t < nt; ++t) {
-    stage.push_back(ws.get(2 + 2 * t, pl.mpad * tile));
-    xw.push_back(split_rows ? nullptr : ws.get(3 + 2 * t, whole.xp_size));
-  }
+  std::vector<float*> stage;
+  for (int t = 0; t < nt; ++t) stage.push_back(ws.get(2 + 2 * t, pl.mpad * tile));
   if (outer) {
+    std::vector<float*> xp;
+    for (int t = 0; t < nt; ++t) xp.push_back(ws.get(3 + 2 * t, d.xp_size));
 #pragma omp parallel num_threads(nt)
     {
 #pragma omp for schedule(static)
@@ -577,49 +567,40 @@ void forward_direct(const Plan& pl, const float* x, const float* w, const float*
 #pragma omp for schedule(dynamic, 1)
       for (index_t it = 0; it < pairs; ++it) {
         const index_t n = it / p.groups, g = it % p.groups;
-        pad_window(pl, whole, x, n, g, 0, 0, pl.cg, xw[tid]);
+        pad_image(pl, d, x, n, g, 0, d.rows, xp[tid]);
         for_chunks(0, flat, nr, tile, [&](index_t f0, index_t cols) {
-          direct_tile(pl, whole, xw[tid], 0, a_pack, bias, y, n, g, f0, cols, 0, npanels, stage[tid]);
+          direct_tile(pl, d, xp[tid], a_pack, bias, y, n, g, f0, cols, 0, npanels, stage[tid]);
         });
       }
     }
     return;
   }
-  // Fewer (image, group) pairs than threads (batch 1): the threads share each pair. Split the
-  // weight rows when the weights outweigh the padded image (each thread then reads half of
-  // them and all of the image, padded once by both), else the columns: each thread an equal
-  // share of the NR-column panels (+-1), from a window of the rows they read, padded by the
-  // thread itself. A shared list of fixed tiles left 128x28x28 with 7 tiles of 128 on 2
-  // threads (456 vs 384 columns).
+  // Fewer (image, group) pairs than threads (batch 1): the threads share each pair. Each
+  // pads the rows its own share of the columns starts at (so that most of what it reads it
+  // wrote itself). Then items of (weight rows, column chunk) in a StealQueue: the weight rows
+  // split in nt ranges when the weights outweigh the padded image (each thread then reads its
+  // share of them and all of the image), else all of them, over the chunks. Each thread
+  // starts on its own share and takes over the end of another's when done.
+  float* const xp = ws.get(1, d.xp_size);
+  std::vector<std::pair<index_t, index_t>> chunks;
+  for_chunks(0, flat, nr, tile, [&](index_t f0, index_t cols) { chunks.emplace_back(f0, cols); });
+  const index_t nchunks = static_cast<index_t>(chunks.size()), ranges = split_rows ? nt : 1;
   for (index_t it = 0; it < pairs; ++it) {
     const index_t n = it / p.groups, g = it % p.groups;
+    StealQueue queue(ranges * nchunks, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-      const index_t Tn = omp_get_num_threads(), tid = omp_get_thread_num();
+      const int Tn = omp_get_num_threads(), tid = omp_get_thread_num();
       if (n == 0) pack_a_panels(pl, w, g, npanels * tid / Tn, npanels * (tid + 1) / Tn, a_pack);
-      index_t ip0 = 0, ip1 = npanels, f0 = 0, f1 = flat, u0 = 0;
-      DirectPlan mine;
-      if (split_rows) {
-        ip0 = npanels * tid / Tn;
-        ip1 = npanels * (tid + 1) / Tn;
-        pad_window(pl, whole, x, n, g, 0, pl.cg * tid / Tn, pl.cg * (tid + 1) / Tn, shared);
-      } else {
-        const index_t npf = ceil_div(flat, nr);
-        f0 = npf * tid / Tn * nr;
-        f1 = std::min(flat, npf * (tid + 1) / Tn * nr);
-        if (f0 < f1) {
-          u0 = f0 / wp;
-          mine = direct_plan(pl, (f1 - 1) / wp - u0 + 1);
-          pad_window(pl, mine, x, n, g, u0, 0, pl.cg, xw[tid]);
-        }
-      }
-#pragma omp barrier  // the packed weights (and the shared window) are complete
-      const DirectPlan& d = split_rows ? whole : mine;
-      const float* xp = split_rows ? shared : xw[tid];
-      if (ip0 < ip1 && f0 < f1)
-        for_chunks(f0, f1, nr, tile, [&](index_t c0, index_t cols) {
-          direct_tile(pl, d, xp, u0, a_pack, bias, y, n, g, c0, cols, ip0, ip1, stage[tid]);
-        });
+      const index_t r0 = tid == 0 ? 0 : flat * tid / Tn / d.wp;
+      const index_t r1 = tid == Tn - 1 ? d.rows : flat * (tid + 1) / Tn / d.wp;
+      pad_image(pl, d, x, n, g, r0, r1, xp);
+#pragma omp barrier  // the packed weights and the padded image are complete
+      queue.run(tid, [&](index_t item) {
+        const index_t r = item / nchunks, ip0 = npanels * r / ranges, ip1 = npanels * (r + 1) / ranges;
+        const auto& [f0, cols] = chunks[static_cast<size_t>(item % nchunks)];
+        if (ip0 < ip1) direct_tile(pl, d, xp, a_pack, bias, y, n, g, f0, cols, ip0, ip1, stage[tid]);
+      });
     }
   }
 }
