@@ -375,3 +375,93 @@ def test_conv_transpose2d_inf_weight_reaches_only_its_outputs(rng, batch):
     finite = np.isfinite(want)
     assert finite.sum() > got.size // 2  # the Inf reaches channel 2 only
     assert_close(np.where(finite, got, 0), np.where(finite, want, 0))
+
+
+# Winograd F(2x2, 3x3) (csrc/conv/winograd.cpp): 3x3, stride 1, dilation 1, one group, >= 32
+# channels in and out, >= 196 outputs per image. Odd output sizes cut the last row and
+# column of 2x2 tiles; every padding; batches 1 and 3; both builds of the transforms. The
+# tolerance is the suite's usual one (assert_close: 1e-4 relative): the transforms only add
+# and subtract up to 4 terms and halve exactly (measured: <= 5e-7 of max|y| over 80 random
+# shapes).
+WINOGRAD_CASES = [
+    pytest.param(1, 32, 14, 14, 32, 1, True, id="14x14-padding1"),
+    pytest.param(3, 33, 15, 17, 40, 1, False, id="odd-sizes-batch3"),
+    pytest.param(1, 48, 16, 19, 35, 0, True, id="valid-odd-width"),
+    pytest.param(2, 32, 13, 20, 32, 2, True, id="padding2-wider-than-reach"),
+    pytest.param(1, 40, 18, 15, 33, (0, 1), True, id="asymmetric-padding"),
+    pytest.param(1, 32, 20, 21, 32, "same", True, id="same"),
+]
+
+
+def _is_winograd(x, weight, y, padding):
+    from fastlayers import _core
+
+    ph, pw = (1, 1) if padding == "same" else (padding, padding) if isinstance(padding, int) else padding
+    return _core.conv2d_forward_is_winograd(x, weight, y, 1, 1, ph, pw, 1, 1, 1)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+@pytest.mark.parametrize("n,c,h,w,k,padding,bias", WINOGRAD_CASES)
+def test_conv2d_winograd_forward_backward(rng, n, c, h, w, k, padding, bias, isa):
+    from fastlayers import _core
+
+    x, weight, b = _conv_inputs(rng, n, c, h, w, k, 3, 3, 1, bias)
+    before = _core.cpu_isa()
+    try:
+        _core.set_isa(isa)
+        y = fl.conv2d(x, weight, b, 1, padding)
+        assert _is_winograd(x, weight, y, padding)
+        assert_close(y, R.conv2d(*f64(x, weight), f64(b), 1, padding))
+        # The data gradient of a stride-1 conv runs as a forward conv of grad_out (Winograd too).
+        g = randn(rng, *y.shape)
+        grads = fl.conv2d_backward(g, x, weight, b, 1, padding)
+        expected = R.conv2d_backward(f64(g), *f64(x, weight), f64(b), 1, padding)
+        for name, got, want in zip(("grad_x", "grad_weight", "grad_bias"), grads, expected):
+            if want is not None:
+                assert_close(got, want, name=name)
+    finally:
+        _core.set_isa(before)
+
+
+def test_conv2d_winograd_threads_agree_and_finite_differences(rng):
+    x, weight, b = _conv_inputs(rng, 2, 32, 15, 14, 32, 3, 3, 1, True)
+    old = fl.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            fl.set_num_threads(t)
+            outs.append(fl.conv2d(x, weight, b, 1, 1))
+    finally:
+        fl.set_num_threads(old)
+    for y in outs[1:]:
+        np.testing.assert_allclose(y, outs[0], rtol=1e-5, atol=1e-5)
+    check_directional(lambda x, w, b: fl.conv2d(x, w, b, 1, 1), [x, weight, b],
+                      lambda g, x, w, b: fl.conv2d_backward(g, x, w, b, 1, 1), rng)
+
+
+@pytest.mark.parametrize("where", ["input-inf", "input-nan", "weight-nan"])
+def test_conv2d_winograd_non_finite_reaches_only_its_outputs(rng, where):
+    """The transforms mix the 16 inputs of a tile, so one Inf would turn the tile's other
+    outputs into NaN (Inf - Inf) where the direct sum leaves them finite: such a call is
+    computed again the direct way, and the non-finite outputs are exactly the reference's."""
+    x, weight, _ = _conv_inputs(rng, 1, 40, 20, 21, 36, 3, 3, 1, False)
+    if where == "input-inf":
+        x[0, 3, 7, 8] = np.inf
+    elif where == "input-nan":
+        x[0, 5, 0, 20] = np.nan
+    else:
+        weight[4, 2, 1, 1] = np.nan
+    y = fl.conv2d(x, weight, None, 1, 1)
+    assert _is_winograd(x, weight, y, 1)
+    with np.errstate(invalid="ignore"):
+        want = R.conv2d(*f64(x, weight), None, 1, 1)
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(want))
+    finite = np.isfinite(want)
+    assert finite.sum() > 0
+    assert_close(np.where(finite, y, 0), np.where(finite, want, 0))
+
+
+def test_conv_transpose2d_through_winograd(rng):
+    # conv_transpose2d with stride 1 runs as a forward conv with flipped weights (Winograd here).
+    x, weight, b = randn(rng, 2, 32, 14, 15), randn(rng, 32, 34, 3, 3), randn(rng, 34)
+    assert_close(fl.conv_transpose2d(x, weight, b, 1, 1), R.conv_transpose2d(*f64(x, weight, b), 1, 1))

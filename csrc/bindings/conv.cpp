@@ -3,6 +3,7 @@
 // the Python layer has validated them, these checks only keep a bad call in bounds.
 #include "bindings/bind_common.h"
 #include "conv/conv.h"
+#include "conv/winograd.h"
 
 namespace fl {
 namespace bind {
@@ -67,6 +68,16 @@ void bind_conv(py::module_& m) {
       py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("sh"), py::arg("sw"),
       py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("groups"),
       "out = conv2d(x, weight) + bias; padding is the top/left amount, out's shape sets the rest");
+  m.def(
+      "conv2d_forward_is_winograd",
+      [](const py::array& x, const py::array& w, const py::array& y, index_t sh, index_t sw, index_t ph, index_t pw,
+         index_t dh, index_t dw, index_t groups) {
+        require_ndim(w, 4, "weight");
+        return winograd_eligible(make_params(x, y, w.shape(2), w.shape(3), sh, sw, ph, pw, dh, dw, groups));
+      },
+      py::arg("x"), py::arg("weight"), py::arg("out"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+      py::arg("dh"), py::arg("dw"), py::arg("groups"),
+      "whether conv2d_forward takes the Winograd F(2x2, 3x3) path for these shapes (for tests)");
   m.def(
       "conv2d_backward_data",
       [](const py::array& gy, const py::array& w, const py::object& bias, py::array& gx, index_t sh, index_t sw,

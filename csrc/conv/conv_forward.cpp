@@ -53,8 +53,10 @@
 #include "conv/conv_pack.h"
 #include "conv/direct.h"
 #include "conv/dot.h"
+#include "conv/winograd.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
+#include "core/workspace.h"
 #include "gemm/gemm.h"
 #include "gemm/ukernel.h"
 
@@ -67,44 +69,6 @@ constexpr index_t kMaxCols = 512;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
-
-struct AlignedBuffer {
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> ptr;
-  explicit AlignedBuffer(index_t n) {
-    const index_t bytes = round_up(std::max<index_t>(n, 16) * static_cast<index_t>(sizeof(float)), 64);
-    ptr.reset(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(bytes))));
-    if (!ptr) throw std::bad_alloc();
-  }
-  float* get() const { return ptr.get(); }
-};
-
-// Buffers kept from one call to the next by each calling thread, grown when a call needs
-// more. Allocating ~1.5 MB a call and freeing it let glibc trim the heap and fault the
-// pages in again on every call: 253 page faults a call at 1x128x28x28 on 2 threads, ~10% of
-// its time. Held: the largest workspace a thread's calls have asked for, per slot.
-class Workspace {
- public:
-  float* get(size_t slot, index_t n) {
-    if (slot >= bufs_.size()) bufs_.resize(slot + 1);
-    Slot& b = bufs_[slot];
-    if (!b.buf || b.size < n) {
-      b.buf.reset();  // free before allocating the larger one
-      b.buf = std::make_unique<AlignedBuffer>(n);
-      b.size = n;
-    }
-    return b.buf->get();
-  }
-
- private:
-  struct Slot {
-    std::unique_ptr<AlignedBuffer> buf;
-    index_t size = 0;
-  };
-  std::vector<Slot> bufs_;
-};
 
 using PackFn = void (*)(const PackArgs&);
 
@@ -876,6 +840,9 @@ void conv2d_forward(const ConvParams& p, const float* x, const float* w, const f
   // shared padding (1 wasted column of 15) and the weight rows split over the threads it
   // matches forward_few at 1x256x14x14 (2 threads 155 vs 156 GFLOP/s; 1 thread 80 vs 82) and
   // beats it at 1x128x14x14 (146 vs 137; 1 thread 78 vs 73).
+  // Winograd F(2x2, 3x3) where eligible (2.25x fewer multiplications; see winograd.cpp), unless
+  // an output came out non-finite (then the direct way below computes y again).
+  if (winograd_eligible(p) && winograd_forward(p, x, w, bias, y, nt)) return;
   const Plan dpl(p, direct_for(active_isa()));
   if (direct_eligible(dpl)) return forward_direct(dpl, x, w, bias, y, nt);
   if (pointwise_eligible(pl))
