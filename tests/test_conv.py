@@ -379,7 +379,8 @@ def test_conv_transpose2d_inf_weight_reaches_only_its_outputs(rng, batch):
 
 # Winograd F(2x2, 3x3) (csrc/conv/winograd.cpp): 3x3, stride 1, dilation 1, one group, >= 32
 # channels in and out, >= 196 outputs per image. Odd output sizes cut the last row and
-# column of 2x2 tiles; every padding; batches 1 and 3; both builds of the transforms. The
+# column of 2x2 tiles; every padding; batches 1 and 3; an image in two bands of tile rows;
+# both builds of the transforms. The
 # tolerance is the suite's usual one (assert_close: 1e-4 relative): the transforms only add
 # and subtract up to 4 terms and halve exactly (measured: <= 5e-7 of max|y| over 80 random
 # shapes).
@@ -390,6 +391,8 @@ WINOGRAD_CASES = [
     pytest.param(2, 32, 13, 20, 32, 2, True, id="padding2-wider-than-reach"),
     pytest.param(1, 40, 18, 15, 33, (0, 1), True, id="asymmetric-padding"),
     pytest.param(1, 32, 20, 21, 32, "same", True, id="same"),
+    # 50 x 49 = 2450 tiles of 32 channels: V and M over 4 MiB, so two bands of tile rows.
+    pytest.param(1, 32, 99, 97, 32, 1, True, id="two-bands"),
 ]
 
 

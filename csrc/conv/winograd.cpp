@@ -12,8 +12,9 @@
 // result differs from the direct sum by a few float32 roundings of terms of the same size:
 // the tests hold it to the same 1e-4 relative bound as the other paths.
 //
-// Workspace, per image (the batch runs image by image): U 16*K*C, V 16*C*T, M 16*K*T floats,
-// kept between calls (core/workspace.h).
+// Workspace: U 16*K*C floats, V 16*C*T and M 16*K*T for T tiles of a band of tile rows
+// (<= 4 MiB each; the batch runs image by image, band by band), kept between calls
+// (core/workspace.h).
 #include "conv/winograd.h"
 
 #include <omp.h>
@@ -37,7 +38,10 @@ Geometry geometry(const ConvParams& p) {
   Geometry g;
   g.th = (p.oh + 1) / 2;
   g.tw = (p.ow + 1) / 2;
-  g.T = g.th * g.tw;
+  // Bands of tile rows with V and M of <= 4 MiB each (1M floats): a 64-channel 224x224 map
+  // would otherwise take 51 MB of each.
+  const index_t max_tiles = std::max<index_t>(g.tw, (index_t{1} << 20) / (kTile * std::max(p.c, p.k)));
+  g.band = std::min(g.th, max_tiles / g.tw);
   g.wt = 2 * g.tw + 2;
   // input: a padded row + 16 half rows; output: 4 rows of tw; weights: 9 + 12 arrays of C.
   g.scratch = std::max(g.wt + 16 * (g.tw + 1), 21 * p.c);
@@ -62,7 +66,7 @@ bool winograd_eligible(const ConvParams& p) {
 bool winograd_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y, int nt) {
   const Geometry gm = geometry(p);
   const winograd::Transforms tf = transforms();
-  const index_t C = p.c, K = p.k, T = gm.T;
+  const index_t C = p.c, K = p.k, T = gm.band * gm.tw;  // tiles of a full band
   thread_local Workspace ws;
   float* const u = ws.get(0, kTile * K * C);
   float* const v = ws.get(1, kTile * C * T);
@@ -74,28 +78,31 @@ bool winograd_forward(const ConvParams& p, const float* x, const float* w, const
   {
     const index_t Tn = omp_get_num_threads(), tid = omp_get_thread_num();
     tf.weights(p, w, K * tid / Tn, K * (tid + 1) / Tn, u, scratch[tid]);
-    for (index_t n = 0; n < p.n; ++n) {
-      tf.input(p, gm, x + n * C * p.h * p.w, C * tid / Tn, C * (tid + 1) / Tn, v, scratch[tid]);
-#pragma omp barrier  // U (first image) and V complete
+    for (index_t n = 0; n < p.n; ++n)
+      for (index_t ty0 = 0; ty0 < gm.th; ty0 += gm.band) {
+        const index_t ty1 = std::min(gm.th, ty0 + gm.band), tb = (ty1 - ty0) * gm.tw;
+        tf.input(p, gm, x + n * C * p.h * p.w, C * tid / Tn, C * (tid + 1) / Tn, ty0, ty1, v, scratch[tid]);
+#pragma omp barrier  // U (first pass) and V complete
 #pragma omp for schedule(static)
-      for (int e = 0; e < kTile; ++e) {
-        GemmParams g;
-        g.m = K;
-        g.n = T;
-        g.k = C;
-        g.a = u + e * K * C;
-        g.a_rs = C;
-        g.b = v + e * C * T;
-        g.b_rs = T;
-        g.c = m + e * K * T;
-        g.ldc = T;
-        g.num_threads = 1;
-        run_gemm(g);
-      }  // (implicit barrier: M complete)
-      if (!tf.output(p, gm, m, bias, K * tid / Tn, K * (tid + 1) / Tn, y + n * K * p.oh * p.ow, scratch[tid]))
-        finite.store(false, std::memory_order_relaxed);
-#pragma omp barrier  // before the next image overwrites V and M
-    }
+        for (int e = 0; e < kTile; ++e) {
+          GemmParams g;
+          g.m = K;
+          g.n = tb;
+          g.k = C;
+          g.a = u + e * K * C;
+          g.a_rs = C;
+          g.b = v + e * C * tb;
+          g.b_rs = tb;
+          g.c = m + e * K * tb;
+          g.ldc = tb;
+          g.num_threads = 1;
+          run_gemm(g);
+        }  // (implicit barrier: M complete)
+        if (!tf.output(p, gm, m, bias, K * tid / Tn, K * (tid + 1) / Tn, ty0, ty1, y + n * K * p.oh * p.ow,
+                       scratch[tid]))
+          finite.store(false, std::memory_order_relaxed);
+#pragma omp barrier  // before the next pass overwrites V and M
+      }
   }
   return finite.load();
 }

@@ -21,20 +21,21 @@ namespace winograd {
 constexpr int kTile = 16;  // positions of a transformed 4x4 tile
 
 struct Geometry {
-  index_t th, tw, T;  // tile rows, tile columns, tiles of one image
+  index_t th, tw;      // tile rows and columns of one image
+  index_t band;        // tile rows a pass transforms (V and M hold band * tw tiles)
   index_t wt;         // floats of a padded row of tiles: 2*tw + 2
   index_t scratch;    // floats of per-thread scratch the transforms need
 };
 
 // U[e][k][c] for output channels [k0, k1); scratch: Geometry::scratch floats.
 using WeightFn = void (*)(const ConvParams& p, const float* w, index_t k0, index_t k1, float* u, float* scratch);
-// V[e][c][t] of one image's channels [c0, c1).
-using InputFn = void (*)(const ConvParams& p, const Geometry& gm, const float* x, index_t c0, index_t c1, float* v,
-                         float* scratch);
-// One image's y for output channels [k0, k1) from M[e][k][t] (+ bias); false when a value
-// is not finite.
+// V[e][c][t] of one image's channels [c0, c1), tiles of tile rows [ty0, ty1).
+using InputFn = void (*)(const ConvParams& p, const Geometry& gm, const float* x, index_t c0, index_t c1, index_t ty0,
+                         index_t ty1, float* v, float* scratch);
+// One image's y for output channels [k0, k1), tile rows [ty0, ty1), from M[e][k][t] (+ bias);
+// false when a value is not finite.
 using OutputFn = bool (*)(const ConvParams& p, const Geometry& gm, const float* m, const float* bias, index_t k0,
-                          index_t k1, float* y, float* scratch);
+                          index_t k1, index_t ty0, index_t ty1, float* y, float* scratch);
 
 struct Transforms {
   WeightFn weights;

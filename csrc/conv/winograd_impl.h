@@ -141,20 +141,20 @@ void weights(const ConvParams& p, const float* w, index_t k0, index_t k1, float*
   }
 }
 
-// V[e][c][t] = (B^T d B)[e], B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]; d the 4x4
+// V[e][c][t] = (B^T d B)[e] of the tiles of tile rows [ty0, ty1) (t counted from ty0), B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]; d the 4x4
 // input at rows 2*ty - ph + [0, 4), columns 2*tx - pw + [0, 4), zero outside the image.
 // Per row of tiles: the 4 padded input rows, split into even and odd columns (E[j] =
 // row[2j], O[j] = row[2j + 1], j <= tw), combined down the rows (B^T d), then across.
-void input(const ConvParams& p, const Geometry& gm, const float* x, index_t c0, index_t c1, float* v,
-           float* scratch) {
-  const index_t C = p.c, T = gm.T, wt = gm.wt, tw = gm.tw, half = tw + 1;
+void input(const ConvParams& p, const Geometry& gm, const float* x, index_t c0, index_t c1, index_t ty0, index_t ty1,
+           float* v, float* scratch) {
+  const index_t C = p.c, T = (ty1 - ty0) * gm.tw, wt = gm.wt, tw = gm.tw, half = tw + 1;
   float* __restrict row = scratch;               // wt
   float* __restrict eo = scratch + wt;           // 4 rows x (E, O), half each
   float* __restrict te = scratch + wt + 8 * half;  // B^T d: 4 rows x (E, O)
   const index_t lo = std::min(wt, p.pw), hi = std::max(lo, std::min(wt, p.w + p.pw));
   for (index_t c = c0; c < c1; ++c) {
     const float* xc = x + c * p.h * p.w;
-    for (index_t ty = 0; ty < gm.th; ++ty) {
+    for (index_t ty = ty0; ty < ty1; ++ty) {
       for (int i = 0; i < 4; ++i) {
         float* __restrict e = eo + 2 * i * half;
         float* __restrict o = e + half;
@@ -179,10 +179,10 @@ void input(const ConvParams& p, const Geometry& gm, const float* x, index_t c0, 
       for (int i = 0; i < 4; ++i) {  // (B^T d) B: tile tx reads columns 2*tx + [0, 4)
         const float* e = te + 2 * i * half;
         const float* o = e + half;
-        float* __restrict d0 = v + ((i * 4 + 0) * C + c) * T + ty * tw;
-        float* __restrict d1 = v + ((i * 4 + 1) * C + c) * T + ty * tw;
-        float* __restrict d2 = v + ((i * 4 + 2) * C + c) * T + ty * tw;
-        float* __restrict d3 = v + ((i * 4 + 3) * C + c) * T + ty * tw;
+        float* __restrict d0 = v + ((i * 4 + 0) * C + c) * T + (ty - ty0) * tw;
+        float* __restrict d1 = v + ((i * 4 + 1) * C + c) * T + (ty - ty0) * tw;
+        float* __restrict d2 = v + ((i * 4 + 2) * C + c) * T + (ty - ty0) * tw;
+        float* __restrict d3 = v + ((i * 4 + 3) * C + c) * T + (ty - ty0) * tw;
         for (index_t tx = 0; tx < tw; ++tx) {
           d0[tx] = e[tx] - e[tx + 1];
           d1[tx] = o[tx] + e[tx + 1];
@@ -194,12 +194,12 @@ void input(const ConvParams& p, const Geometry& gm, const float* x, index_t c0, 
   }
 }
 
-// y = A^T M A (+ bias), A^T = [[1,1,1,0],[0,1,-1,-1]]: even and odd output columns of the
+// y = A^T M A (+ bias) of tile rows [ty0, ty1), A^T = [[1,1,1,0],[0,1,-1,-1]]: even and odd output columns of the
 // two output rows of a row of tiles, then interleaved into y (cut at OH, OW). Returns
 // whether every output computed is finite.
 bool output(const ConvParams& p, const Geometry& gm, const float* m, const float* bias, index_t k0, index_t k1,
-            float* y, float* scratch) {
-  const index_t K = p.k, T = gm.T, tw = gm.tw;
+            index_t ty0, index_t ty1, float* y, float* scratch) {
+  const index_t K = p.k, T = (ty1 - ty0) * gm.tw, tw = gm.tw;
   float* __restrict e0 = scratch;
   float* __restrict o0 = scratch + tw;
   float* __restrict e1 = scratch + 2 * tw;
@@ -208,8 +208,8 @@ bool output(const ConvParams& p, const Geometry& gm, const float* m, const float
   for (index_t k = k0; k < k1; ++k) {
     const float b = bias ? bias[k] : 0.0f;
     float* yk = y + k * p.oh * p.ow;
-    for (index_t ty = 0; ty < gm.th; ++ty) {
-      const float* q = m + k * T + ty * tw;
+    for (index_t ty = ty0; ty < ty1; ++ty) {
+      const float* q = m + k * T + (ty - ty0) * tw;
       const index_t es = K * T;  // between positions e
 #if defined(FL_WINO_AVX2)
       const index_t bulk = tw / 8 * 8;
