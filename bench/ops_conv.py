@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 import fastlayers as fl
+from fastlayers import _core
 from fastlayers import reference as R
 from common import Case
 
@@ -24,11 +25,19 @@ def _conv_case(rng, torch, n, c, h, k, r, stride=1, padding=1, groups=1, op="con
     oh = (h + 2 * padding - r) // stride + 1
     flops = 2.0 * n * k * (c // groups) * r * r * oh * oh
     tx, tw = (torch.from_numpy(x), torch.from_numpy(w)) if torch else (None, None)
+    winograd = _core.conv2d_forward_is_winograd(x, w, np.empty((n, k, oh, oh), np.float32), stride, stride, padding,
+                                                padding, 1, 1, groups)
     return Case("conv", op, f"{n}x{c}x{h}x{h} -> {k}, s{stride}" + (f" g{groups}" if groups > 1 else ""),
                 lambda: fl.conv2d(x, w, None, stride, padding, 1, groups),
                 numpy=(lambda: R.conv2d(x, w, None, stride, padding, 1, groups)) if numpy else None,
                 torch=(lambda: torch.nn.functional.conv2d(tx, tw, None, stride, padding, 1, groups)) if torch else None,
-                flops=flops, extra={"batch": n})
+                flops=flops, extra={"batch": n, "algorithm": "winograd" if winograd else "direct/gemm"},
+                note=WINOGRAD_NOTE if winograd else "")
+
+
+# Shown beside the rows fastlayers computes by Winograd F(2x2, 3x3) (csrc/conv/winograd.cpp).
+WINOGRAD_NOTE = ("Winograd F(2x2, 3x3): 2.25x fewer multiplications; GFLOP/s and % of peak count the direct "
+                 "convolution's FLOPs (effective rate)")
 
 
 def _backward_case(rng, torch, n, c, h):

@@ -41,10 +41,15 @@ def table(files) -> str:
             pct = f"{r['percent_of_peak']:.0f}%" if r.get("percent_of_peak") else "-"
             unit = r["unit"] or "ms"
             fl_rate = rate(r, "fastlayers") if r["unit"] else f"{r['seconds']['fastlayers'] * 1e3:.2f}"
+            # † the row's note (e.g. conv's Winograd rows: effective GFLOP/s), listed below the table
+            mark = " †" if r.get("note", "").startswith("Winograd") else ""
             lines.append(
-                f"| {r['op']} | {r['shape']} | {unit} | {fl_rate} | {rate(r, 'numpy')} | "
+                f"| {r['op']} | {r['shape']}{mark} | {unit} | {fl_rate} | {rate(r, 'numpy')} | "
                 f"{ratio(r.get('ratio_vs_numpy'))} | {rate(r, 'torch')} | {ratio(r.get('ratio_vs_torch'))} | {pct} |"
             )
+        winograd = [r["note"] for r in d["results"] if r.get("note", "").startswith("Winograd")]
+        if winograd:
+            lines.append(f"† {winograd[0]}.")
         lines.append("")
     return "\n".join(lines)
 
