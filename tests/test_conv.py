@@ -195,10 +195,16 @@ def test_conv2d_threads_agree(rng):
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
 
 
-def test_conv2d_batch1_threads_agree(rng):
+@pytest.mark.parametrize("n,c,h,w,k", [
     # Batch 1 splits the column packing and the weight rows over the threads (forward_few):
-    # 1, 2 and 3 threads (uneven splits of 4 column panels and 11 row panels) agree.
-    x, weight, b = _conv_inputs(rng, 1, 48, 7, 9, 64, 3, 3, 1, True)  # 3.5 MFLOP: 3 threads
+    # uneven splits of 4 column panels and 11 row panels (3.5 MFLOP: 3 threads).
+    pytest.param(1, 48, 7, 9, 64, id="batch1-forward-few"),
+    # Winograd: the transforms split by channels, the 16 GEMMs over the threads.
+    pytest.param(2, 32, 15, 14, 32, id="winograd"),
+])
+def test_conv2d_threads_agree_per_path(rng, n, c, h, w, k):
+    """1, 2 and 3 threads agree, and match the reference."""
+    x, weight, b = _conv_inputs(rng, n, c, h, w, k, 3, 3, 1, True)
     old = fl.get_num_threads()
     try:
         outs = []
@@ -426,18 +432,9 @@ def test_conv2d_winograd_forward_backward(rng, n, c, h, w, k, padding, bias, isa
         _core.set_isa(before)
 
 
-def test_conv2d_winograd_threads_agree_and_finite_differences(rng):
+def test_conv2d_winograd_finite_differences(rng):
     x, weight, b = _conv_inputs(rng, 2, 32, 15, 14, 32, 3, 3, 1, True)
-    old = fl.get_num_threads()
-    try:
-        outs = []
-        for t in (1, 2, 3):
-            fl.set_num_threads(t)
-            outs.append(fl.conv2d(x, weight, b, 1, 1))
-    finally:
-        fl.set_num_threads(old)
-    for y in outs[1:]:
-        np.testing.assert_allclose(y, outs[0], rtol=1e-5, atol=1e-5)
+    assert _is_winograd(x, weight, np.empty((2, 32, 15, 14), np.float32), 1)
     check_directional(lambda x, w, b: fl.conv2d(x, w, b, 1, 1), [x, weight, b],
                       lambda g, x, w, b: fl.conv2d_backward(g, x, w, b, 1, 1), rng)
 
