@@ -27,9 +27,12 @@
 // written straight into y with ldc = OH*OW) or several whole images (small maps: 8 x 49
 // columns per GEMM at 7x7 instead of 49, staged and scattered).
 //
+// Winograd F(2x2, 3x3) comes first where eligible (3x3 stride 1, one group, >= 32 channels,
+// >= 196 outputs; winograd.cpp: U 16*K*C floats, V and M <= 4 MiB each).
+//
 // Workspace per thread, independent of the batch: path 1, one padded image of one group
-// (C/groups x (Hp x Wp + pw) floats, shared by the threads at batch 1) plus a Kg x 504
-// staging tile; path 2, the packed B of one tile, Kc x round_up(cols, NR) floats with
+// (C/groups x (OH + 3 or so) x Wp floats, shared by the threads at batch 1) plus a Kg x 504
+// staging tile, kept between calls by the calling thread (core/workspace.h); path 2, the packed B of one tile, Kc x round_up(cols, NR) floats with
 // cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus Kg x cols of staging for
 // multi-image tiles. Shared: the packed weights (|w| rounded up to
 // MR rows per group). forward_few (batch 1), shared by the threads: the packed columns of
@@ -37,9 +40,10 @@
 // and for OW <= 16 one padded image of one group (C/groups x Hp x Wp); no packed weights.
 //
 // Threading: (image or tile, group) items in an OpenMP loop when there are enough per
-// thread; else (batch 1) one item at a time with its columns or, when the weights outweigh
-// the padded image, its MR-row weight panels (path 1), or its MR-row weight panels (path 2,
-// forward_few: the column packing split by panels first) split over the threads.
+// thread; else (batch 1) one item at a time with its column chunks or, when the weights
+// outweigh the padded image, (weight panels, column chunk) items shared with stealing (path
+// 1, core/parallel.h: StealQueue), or its MR-row weight panels (path 2, forward_few: the
+// column packing split by panels first) split over the threads.
 #include <omp.h>
 
 #include <algorithm>
