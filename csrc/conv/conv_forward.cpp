@@ -31,14 +31,14 @@
 // >= 196 outputs; winograd.cpp: U 16*K*C floats, V and M <= 4 MiB each).
 //
 // Workspace per thread, independent of the batch: path 1, one padded image of one group
-// (C/groups planes of OH + (R-1)*dh + 1 or 2 rows of Wp floats; DirectPlan), shared by the
-// threads at batch 1, plus a Kg x 504
-// staging tile, kept between calls by the calling thread (core/workspace.h); path 2, the packed B of one tile, Kc x round_up(cols, NR) floats with
-// cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus Kg x cols of staging for
-// multi-image tiles. Shared: the packed weights (|w| rounded up to
-// MR rows per group). forward_few (batch 1), shared by the threads: the packed columns of
-// one image (<= 4 MiB, cut into column tiles beyond), Kc x NR/2 floats of narrow columns,
-// and for OW <= 16 one padded image of one group (C/groups x Hp x Wp); no packed weights.
+// (C/groups planes of OH + (R-1)*dh + 1 or 2 rows of Wp floats, see DirectPlan; shared by
+// the threads at batch 1) plus a Kg x 504 staging tile, kept between calls by the calling
+// thread (core/workspace.h); path 2, the packed B of one tile, Kc x round_up(cols, NR)
+// floats with cols <= min(512, max(NR, 2^20 / Kc)) (<= 4 MiB), plus Kg x cols of staging
+// for multi-image tiles. Shared: the packed weights (|w| rounded up to MR rows per group).
+// forward_few (batch 1), shared by the threads: the packed columns of one image (<= 4 MiB,
+// cut into column tiles beyond), Kc x NR/2 floats of narrow columns, and for OW <= 16 one
+// padded image of one group (C/groups x Hp x Wp); no packed weights.
 //
 // Threading: (image or tile, group) items in an OpenMP loop when there are enough per
 // thread; else (batch 1) one item at a time with its column chunks or, when the weights
