@@ -41,9 +41,9 @@
 // padded image of one group (C/groups x Hp x Wp); no packed weights.
 //
 // Threading: (image or tile, group) items in an OpenMP loop when there are enough per
-// thread; else (batch 1) one item at a time with its column chunks or, when the weights
-// outweigh the padded image, (weight panels, column chunk) items shared with stealing (path
-// 1, core/parallel.h: StealQueue), or its MR-row weight panels (path 2, forward_few: the
+// thread; else (batch 1) one item at a time, its (weight panels, column chunk) pieces shared
+// out with stealing (path 1, core/parallel.h: StealQueue; the weight panels split only when
+// the weights outweigh the padded image), or its MR-row weight panels (path 2, forward_few: the
 // column packing split by panels first) split over the threads.
 #include <omp.h>
 
