@@ -493,13 +493,13 @@ void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const flo
   }
 }
 
-// Columns [f0, f1) of the padded-width outputs in chunks of <= tile (a multiple of NR).
+// Outputs [0, flat) of the padded-width numbering in chunks of <= tile (a multiple of NR) whole
+// NR-column panels, as equal as can be.
 template <class F>
-void for_chunks(index_t f0, index_t f1, index_t nr, index_t tile, F&& chunk) {
-  const index_t q0 = f0 / nr, q1 = ceil_div(f1, nr), nchunks = ceil_div(q1 - q0, tile / nr);
+void for_chunks(index_t flat, index_t nr, index_t tile, F&& chunk) {
+  const index_t panels = ceil_div(flat, nr), nchunks = ceil_div(panels, tile / nr);
   for (index_t ch = 0; ch < nchunks; ++ch) {
-    const index_t a = std::max(f0, (q0 + (q1 - q0) * ch / nchunks) * nr);
-    const index_t b = std::min(f1, (q0 + (q1 - q0) * (ch + 1) / nchunks) * nr);
+    const index_t a = panels * ch / nchunks * nr, b = std::min(flat, panels * (ch + 1) / nchunks * nr);
     if (a < b) chunk(a, b - a);
   }
 }
@@ -537,7 +537,7 @@ void forward_direct(const Plan& pl, const float* x, const float* w, const float*
       for (index_t it = 0; it < pairs; ++it) {
         const index_t n = it / p.groups, g = it % p.groups;
         pad_image(pl, d, x, n, g, 0, d.rows, xp[tid]);
-        for_chunks(0, flat, nr, tile, [&](index_t f0, index_t cols) {
+        for_chunks(flat, nr, tile, [&](index_t f0, index_t cols) {
           direct_tile(pl, d, xp[tid], a_pack, bias, y, n, g, f0, cols, 0, npanels, stage[tid]);
         });
       }
@@ -552,7 +552,7 @@ void forward_direct(const Plan& pl, const float* x, const float* w, const float*
   // starts on its own share and takes over the end of another's when done.
   float* const xp = ws.get(1, d.xp_size);
   std::vector<std::pair<index_t, index_t>> chunks;
-  for_chunks(0, flat, nr, tile, [&](index_t f0, index_t cols) { chunks.emplace_back(f0, cols); });
+  for_chunks(flat, nr, tile, [&](index_t f0, index_t cols) { chunks.emplace_back(f0, cols); });
   const index_t nchunks = static_cast<index_t>(chunks.size()), ranges = split_rows ? nt : 1;
   for (index_t it = 0; it < pairs; ++it) {
     const index_t n = it / p.groups, g = it % p.groups;
