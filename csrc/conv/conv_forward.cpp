@@ -493,8 +493,8 @@ void direct_tile(const Plan& pl, const DirectPlan& d, const float* xp, const flo
   }
 }
 
-// Outputs [0, flat) of the padded-width numbering in chunks of <= tile (a multiple of NR) whole
-// NR-column panels, as equal as can be.
+// Outputs [0, flat) of the padded-width numbering in chunks of whole NR-column panels, <= tile
+// columns each (a multiple of NR), as equal as can be.
 template <class F>
 void for_chunks(index_t flat, index_t nr, index_t tile, F&& chunk) {
   const index_t panels = ceil_div(flat, nr), nchunks = ceil_div(panels, tile / nr);
